@@ -1,0 +1,413 @@
+"""``tlsrpt-collectd``: decode what the receive process hands over, aggregate, flush to SQLite.
+
+The receive path never waits on this process (see ``receiver``): here, datagrams are decoded
+and folded into an in-memory :class:`~tlsrpt_reporter.aggregate.Aggregate`, and every
+``flush_interval`` the aggregate is written as counter upserts in one transaction through
+aiosqlite. When the database cannot be written the aggregate stays in memory (bounded) and the
+next flush tries again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from tlsrpt_collectd import listener
+from tlsrpt_collectd.receiver import HEADER, KIND_BATCH, LENGTH, OVERSIZE_FLAG
+from tlsrpt_reporter import config as configmod
+from tlsrpt_reporter import logs, store
+from tlsrpt_reporter.aggregate import C_DROPPED_MEMORY, Aggregate
+from tlsrpt_reporter.errors import CollectorError, ConfigError, DatagramRejected, StoreError
+from tlsrpt_reporter.wire import CachingDecoder
+
+log = logging.getLogger("tlsrpt-collectd")
+
+_F_SETPIPE_SZ = 1031
+_PIPE_SIZE = 1 << 20
+_READ_CHUNK = 1 << 20
+_PRUNE_EVERY = 3600.0
+_STATS_EVERY = 300.0
+_SHUTDOWN_WRITE_DEADLINE = 30.0
+_DROPPED_BACKLOG = "dropped:backlog-full"
+
+
+def utc_day(when: float) -> str:
+    """The UTC day of a Unix time as ``YYYY-MM-DD``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(when))
+
+
+class Collector:
+    """One running collector: socket, receive process, aggregate and database."""
+
+    def __init__(self, cfg: configmod.CollectdConfig) -> None:
+        self.cfg = cfg
+        self.agg = Aggregate(max_keys=cfg.max_pending_keys)
+        self.decoder = CachingDecoder(max_size=cfg.max_datagram_size)
+        self.limiter = logs.RepeatLimiter()
+        self.stopping = False
+        self.write_failing_since: float | None = None
+        self.flush_seconds_max = 0.0
+        self.totals = {"received": 0, "accepted": 0, "rejected": 0}
+        self._buf = bytearray()
+        self._day_cache: tuple[int, str] = (-1, "")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pipe_fd = -1
+        self._eof: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+
+    # --- receive process -------------------------------------------------------------------
+
+    def _spawn_receiver(self, sock_fd: int) -> None:
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError):
+            # A larger pipe absorbs a short stall here; the receiver buffers beyond it anyway.
+            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        cmd = [
+            sys.executable,
+            "-m",
+            "tlsrpt_collectd.receiver",
+            str(sock_fd),
+            str(write_fd),
+            str(self.cfg.max_datagram_size),
+            str(self.cfg.max_backlog_bytes),
+        ]
+        self._proc = subprocess.Popen(cmd, pass_fds=(sock_fd, write_fd))
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._pipe_fd = read_fd
+        self._buf.clear()
+
+    def _on_pipe(self) -> None:
+        try:
+            chunk = os.read(self._pipe_fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self._pipe_fd)
+            os.close(self._pipe_fd)
+            assert self._eof is not None
+            self._eof.set()
+            return
+        self._buf += chunk
+        self._consume()
+
+    def _consume(self) -> None:
+        buf = self._buf
+        pos = 0
+        end_of_data = len(buf)
+        hsize = HEADER.size
+        with memoryview(buf) as view:
+            while end_of_data - pos >= hsize:
+                kind, length, count, when = HEADER.unpack_from(view, pos)
+                end = pos + hsize + length
+                if end > end_of_data:
+                    break
+                day = self._day(when)
+                if kind == KIND_BATCH:
+                    self._batch(view, pos + hsize, count, day, when)
+                else:
+                    self.agg.count(day, "received", count)
+                    self.agg.count(day, _DROPPED_BACKLOG, count)
+                    self.totals["received"] += count
+                    log.error(
+                        "the receive process dropped %d datagrams: this process could not keep "
+                        "up and its backlog reached collectd.max_backlog_bytes (%d)",
+                        count,
+                        self.cfg.max_backlog_bytes,
+                    )
+                pos = end
+        del buf[:pos]
+
+    def _day(self, when: float) -> str:
+        number = int(when // 86400)
+        if self._day_cache[0] != number:
+            self._day_cache = (number, utc_day(when))
+        return self._day_cache[1]
+
+    def _batch(self, view: memoryview, pos: int, count: int, day: str, when: float) -> None:
+        decode = self.decoder.decode
+        agg = self.agg
+        unpack = LENGTH.unpack_from
+        accepted = 0
+        for _ in range(count):
+            (size,) = unpack(view, pos)
+            pos += 4
+            if size & OVERSIZE_FLAG:
+                self._reject(
+                    day,
+                    when,
+                    DatagramRejected(
+                        "oversize",
+                        f"{size & ~OVERSIZE_FLAG} bytes, "
+                        f"the limit is collectd.max_datagram_size = {self.cfg.max_datagram_size}",
+                    ),
+                )
+                continue
+            data = view[pos : pos + size].tobytes()
+            pos += size
+            try:
+                datagram = decode(data)
+            except DatagramRejected as exc:
+                self._reject(day, when, exc)
+                continue
+            if agg.add(day, when, datagram):
+                accepted += 1
+            elif self.limiter.allow(C_DROPPED_MEMORY, when) is not None:
+                log.error(
+                    "memory bound reached: %d keys held (collectd.max_pending_keys) because the "
+                    "database cannot be written; sessions for new domains/policies are dropped",
+                    len(agg),
+                )
+        self.totals["received"] += count
+        self.totals["accepted"] += accepted
+
+    def _reject(self, day: str, when: float, exc: DatagramRejected) -> None:
+        self.agg.reject(day, exc.reason)
+        self.totals["rejected"] += 1
+        suppressed = self.limiter.allow("rejected:" + exc.reason, when)
+        if suppressed is not None:
+            more = f" ({suppressed} more of this kind since the last report)" if suppressed else ""
+            log.warning("rejected datagram: %s%s", exc, more)
+
+    # --- database -------------------------------------------------------------------------
+
+    async def _flush(self, db: aiosqlite.Connection) -> bool:
+        """Write what is held; False (data kept in memory) when the database refused."""
+        if self.agg.is_empty():
+            return True
+        taken = self.agg.take()
+        batch = store.build_batch(taken)
+        started = time.monotonic()
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in batch.statements:
+                    if rows:
+                        await db.executemany(sql, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self.agg.merge(taken)
+            now = time.time()
+            if self.write_failing_since is None:
+                self.write_failing_since = now
+            if self.limiter.allow("db-write", now) is not None:
+                log.error(
+                    "CANNOT WRITE DATABASE %s: %s; holding %d keys in memory (limit %d, "
+                    "collectd.max_pending_keys) and retrying every %.1f s",
+                    self.cfg.db,
+                    exc,
+                    len(self.agg),
+                    self.cfg.max_pending_keys,
+                    self.cfg.flush_interval,
+                )
+            return False
+        elapsed = time.monotonic() - started
+        self.flush_seconds_max = max(self.flush_seconds_max, elapsed)
+        if self.write_failing_since is not None:
+            log.warning(
+                "database %s is writable again after %.0f s; wrote %d held rows",
+                self.cfg.db,
+                time.time() - self.write_failing_since,
+                len(batch),
+            )
+            self.write_failing_since = None
+        return True
+
+    async def _prune(self, db: aiosqlite.Connection) -> None:
+        before = utc_day(time.time() - self.cfg.retention_days * 86400)
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for sql in store.PRUNE:
+                await db.execute(sql, (before,))
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            log.warning("retention: could not delete days before %s: %s", before, exc)
+
+    async def _flush_loop(self, db: aiosqlite.Connection) -> None:
+        assert self._wake is not None
+        last_prune = time.monotonic()
+        last_stats = time.monotonic()
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval)
+            if self.stopping:
+                return
+            await self._flush(db)
+            now = time.monotonic()
+            if now - last_prune >= _PRUNE_EVERY:
+                last_prune = now
+                await self._prune(db)
+            if now - last_stats >= _STATS_EVERY:
+                last_stats = now
+                log.info(
+                    "totals since start: received %(received)d, accepted %(accepted)d, "
+                    "rejected %(rejected)d",
+                    self.totals,
+                )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _stop(self, signum: int) -> None:
+        if self.stopping:
+            return
+        log.info("%s: stopping, flushing what was received", signal.Signals(signum).name)
+        self.stopping = True
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        assert self._wake is not None
+        self._wake.set()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; 0 after a full flush, 1 when data could not be written."""
+        loop = asyncio.get_running_loop()
+        self._eof = asyncio.Event()
+        self._wake = asyncio.Event()
+        try:
+            conn = store.connect(self.cfg.db)
+            conn.close()
+        except StoreError as exc:
+            log.error("%s", exc)
+            return 1
+        sock = listener.from_systemd()
+        bound = None
+        if sock is None:
+            bound = listener.bind(self.cfg.socket, self.cfg.socket_mode, self.cfg.socket_group)
+            sock = bound.sock
+            where = self.cfg.socket
+        else:
+            where = f"{sock.getsockname() or 'an unnamed socket'} (from systemd)"
+        try:
+            return await self._serve(loop, sock.fileno(), where)
+        finally:
+            if bound is not None:
+                bound.close()
+            else:
+                sock.close()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock_fd: int, where: str) -> int:
+        assert self._eof is not None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop, signum)
+        db = await aiosqlite.connect(self.cfg.db, isolation_level=None)
+        try:
+            await db.execute("PRAGMA busy_timeout = 200")
+            await self._prune(db)
+            self._spawn_receiver(sock_fd)
+            loop.add_reader(self._pipe_fd, self._on_pipe)
+            log.info(
+                "listening on %s, writing to %s every %.1f s (queue length %s)",
+                where,
+                self.cfg.db,
+                self.cfg.flush_interval,
+                _qlen(),
+            )
+            flusher = asyncio.create_task(self._flush_loop(db))
+            while True:
+                await self._eof.wait()
+                assert self._proc is not None
+                code = self._proc.wait()
+                if self.stopping:
+                    break
+                log.error("the receive process exited with code %s; starting a new one", code)
+                await asyncio.sleep(1.0)
+                self._eof.clear()
+                self._spawn_receiver(sock_fd)
+                loop.add_reader(self._pipe_fd, self._on_pipe)
+            await flusher
+            return await self._final_flush(db)
+        finally:
+            await db.close()
+
+    async def _final_flush(self, db: aiosqlite.Connection) -> int:
+        deadline = time.monotonic() + _SHUTDOWN_WRITE_DEADLINE
+        while not await self._flush(db):
+            if time.monotonic() > deadline:
+                log.error(
+                    "giving up: %d held keys could not be written to %s and are lost",
+                    len(self.agg),
+                    self.cfg.db,
+                )
+                return 1
+            await asyncio.sleep(min(1.0, self.cfg.flush_interval))
+        log.info(
+            "stopped: received %(received)d, accepted %(accepted)d, rejected %(rejected)d",
+            self.totals,
+        )
+        return 0
+
+
+def _qlen() -> str:
+    try:
+        return Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``tlsrpt-collectd``."""
+    p = argparse.ArgumentParser(
+        prog="tlsrpt-collectd",
+        description="Collect SMTP TLS outcomes from libtlsrpt datagrams into SQLite.",
+    )
+    p.add_argument("--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("--socket", help="Unix datagram socket path (collectd.socket)")
+    p.add_argument("--db", help="SQLite database path (collectd.db)")
+    p.add_argument("--log-level", help="debug, info, warning or error (collectd.log_level)")
+    p.add_argument("--flush-interval", type=float, help="seconds between writes")
+    p.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> configmod.CollectdConfig:
+    """The [collectd] config with command-line overrides applied (ConfigError when bad)."""
+    cfg = configmod.override_collectd(
+        configmod.load(args.config).collectd,
+        socket=args.socket,
+        db=args.db,
+        log_level=args.log_level,
+        flush_interval=args.flush_interval,
+    )
+    if cfg.socket_group:
+        listener.check_group(cfg.socket_group)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tlsrpt-collectd``."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args)
+    except (ConfigError, CollectorError) as exc:
+        print(f"tlsrpt-collectd: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"tlsrpt-collectd: configuration OK (socket {cfg.socket}, database {cfg.db})")
+        return 0
+    logs.setup("tlsrpt-collectd", cfg.log_level)
+    try:
+        return asyncio.run(Collector(cfg).run())
+    except CollectorError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

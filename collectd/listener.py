@@ -1,0 +1,141 @@
+"""The collector's Unix datagram socket: bind it safely, or take it from systemd.
+
+Binding refuses to steal the path from a live collector, replaces a stale socket file, and never
+deletes anything that is not a socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlsrpt_reporter.errors import CollectorError
+
+_SD_LISTEN_FDS_START = 3
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+@dataclass
+class Listener:
+    """A bound socket; ``path`` is set when we created the file and must remove it on exit."""
+
+    sock: socket.socket
+    path: Path | None
+
+    def close(self) -> None:
+        """Close the socket and remove the file this process created."""
+        self.sock.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def from_systemd() -> socket.socket | None:
+    """The datagram socket passed by systemd socket activation, if any (sd_listen_fds(3))."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count < 1:
+        return None
+    if count > 1:
+        raise CollectorError(
+            f"systemd passed {count} sockets; the collector takes exactly one (check the .socket unit)"
+        )
+    sock = socket.socket(fileno=_SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
+        raise CollectorError(
+            "the socket passed by systemd is not a Unix datagram socket: "
+            "use ListenDatagram= in the .socket unit"
+        )
+    os.set_inheritable(sock.fileno(), False)
+    return sock
+
+
+def bind(path: str, mode: int, group: str = "") -> Listener:
+    """Bind a SOCK_DGRAM socket at ``path`` with ``mode`` and optional ``group``.
+
+    Raises CollectorError when a live collector answers there, when something other than a
+    socket is in the way, or when the path cannot be bound.
+    """
+    target = Path(path)
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+        raise CollectorError(
+            f"socket path {path} is longer than {_MAX_UNIX_PATH} bytes: choose a shorter path"
+        )
+    gid = check_group(group) if group else None
+    _clear_stale(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CollectorError(
+            f"cannot create socket directory {target.parent}: {exc.strerror}"
+        ) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    # Bind under a tight umask so the socket is never briefly writable by everyone.
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise CollectorError(f"cannot bind socket {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        target.unlink(missing_ok=True)
+        raise CollectorError(
+            f"cannot set owner group/mode on socket {path}: {exc.strerror}"
+        ) from None
+    return Listener(sock=sock, path=target)
+
+
+def check_group(group: str) -> int:
+    """The gid of ``group``; CollectorError when it does not exist."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise CollectorError(
+            f"socket_group {group!r} does not exist: create it or fix collectd.socket_group"
+        ) from None
+
+
+def _clear_stale(target: Path) -> None:
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise CollectorError(
+            f"{target} exists and is not a socket: refusing to replace it, move it away"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(str(target))
+    except OSError as exc:
+        if exc.errno == errno.ECONNREFUSED:
+            target.unlink()  # nobody listens: a leftover of a collector that died
+            return
+        raise CollectorError(
+            f"cannot tell whether a collector is running on {target} ({exc.strerror}): "
+            "stop it or remove the socket file"
+        ) from None
+    finally:
+        probe.close()
+    raise CollectorError(
+        f"another collector is already running on {target}: stop it first or use another socket"
+    )

@@ -1,0 +1,161 @@
+"""In-memory aggregate of decoded datagrams: counters keyed by day, domain, record and policy.
+
+Pure bookkeeping (no I/O, no clock): the caller passes the UTC day and receive time. The
+collector folds datagrams in here and periodically takes the contents to the store; replay and
+log adapters use the same code, so every input counts sessions the same way (PROTOCOL.md
+"How one datagram counts").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tlsrpt_reporter.model import Datagram, FailureDetail, Policy
+
+# (day "YYYY-MM-DD", domain, record, policy)
+PolicyKey = tuple[str, str, str, Policy]
+# (policy key, failure detail)
+DetailKey = tuple[PolicyKey, FailureDetail]
+
+# Per-day counter names (besides "rejected:<reason>" and the decoder's notes).
+C_RECEIVED = "received"
+C_ACCEPTED = "accepted"
+C_REJECTED = "rejected"
+C_SESSIONS = "sessions"
+C_FAILURES = "failures"
+C_FAILURE_DETAILS = "failure-details"
+C_DROPPED_MEMORY = "dropped:memory-full"
+
+
+@dataclass
+class PolicyCounts:
+    """Counters of one (day, domain, record, policy)."""
+
+    successful: int = 0
+    failed: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass
+class Aggregate:
+    """Counts not yet written to the store.
+
+    ``max_keys`` bounds memory when the store cannot be written: past it, sessions for keys
+    not already held are dropped and counted as ``dropped:memory-full`` (counts for keys
+    already held still add up, which costs nothing).
+    """
+
+    max_keys: int = 2_000_000
+    policies: dict[PolicyKey, PolicyCounts] = field(default_factory=dict)
+    details: dict[DetailKey, int] = field(default_factory=dict)
+    counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (day, domain, record) -> last time that record was seen for the domain
+    records: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.policies) + len(self.details) + len(self.records)
+
+    def is_empty(self) -> bool:
+        """True when there is nothing to write."""
+        return not (self.policies or self.details or self.counters or self.records)
+
+    def count(self, day: str, name: str, n: int = 1) -> None:
+        """Add ``n`` to the per-day counter ``name``."""
+        key = (day, name)
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def add(self, day: str, now: float, datagram: Datagram) -> bool:
+        """Fold one accepted datagram in; False when it was dropped for lack of room.
+
+        Counting per PROTOCOL.md: one session per policy, failed when its `f` is 1, and one
+        count per failure detail entry.
+        """
+        full = len(self) >= self.max_keys
+        record_key = (day, datagram.domain, datagram.record)
+        policy_keys = [(day, datagram.domain, datagram.record, r.policy) for r in datagram.results]
+        if full and (
+            record_key not in self.records
+            or any(k not in self.policies for k in policy_keys)
+            or any(
+                (k, d) not in self.details
+                for k, r in zip(policy_keys, datagram.results, strict=True)
+                for d in r.failure_details
+            )
+        ):
+            self.count(day, C_RECEIVED)
+            self.count(day, C_DROPPED_MEMORY)
+            return False
+        self.records[record_key] = now
+        failures = details = 0
+        for key, result in zip(policy_keys, datagram.results, strict=True):
+            counts = self.policies.get(key)
+            if counts is None:
+                counts = self.policies[key] = PolicyCounts(first_seen=now)
+            counts.last_seen = now
+            if result.failed:
+                counts.failed += 1
+                failures += 1
+            else:
+                counts.successful += 1
+            for detail in result.failure_details:
+                dkey = (key, detail)
+                self.details[dkey] = self.details.get(dkey, 0) + 1
+                details += 1
+        self.count(day, C_RECEIVED)
+        self.count(day, C_ACCEPTED)
+        self.count(day, C_SESSIONS, len(datagram.results))
+        if failures:
+            self.count(day, C_FAILURES, failures)
+        if details:
+            self.count(day, C_FAILURE_DETAILS, details)
+        for note in datagram.notes:
+            self.count(day, note)
+        return True
+
+    def reject(self, day: str, reason: str) -> None:
+        """Count one rejected datagram."""
+        self.count(day, C_RECEIVED)
+        self.count(day, C_REJECTED)
+        self.count(day, f"{C_REJECTED}:{reason}")
+
+    def take(self) -> Aggregate:
+        """Move everything into a new Aggregate and leave this one empty."""
+        taken = Aggregate(
+            max_keys=self.max_keys,
+            policies=self.policies,
+            details=self.details,
+            counters=self.counters,
+            records=self.records,
+        )
+        self.policies, self.details, self.counters, self.records = {}, {}, {}, {}
+        return taken
+
+    def merge(self, other: Aggregate) -> None:
+        """Add ``other``'s counts into this one (used to keep data a failed write returned).
+
+        The bound is not applied here: the data was already admitted once.
+        """
+        for key, c in other.policies.items():
+            mine = self.policies.get(key)
+            if mine is None:
+                self.policies[key] = c
+                continue
+            mine.successful += c.successful
+            mine.failed += c.failed
+            mine.first_seen = min(mine.first_seen, c.first_seen)
+            mine.last_seen = max(mine.last_seen, c.last_seen)
+        _add_counts(self.details, other.details.items())
+        _add_counts(self.counters, other.counters.items())
+        for rkey, seen in other.records.items():
+            self.records[rkey] = max(seen, self.records.get(rkey, seen))
+
+
+_K = TypeVar("_K")
+
+
+def _add_counts(target: dict[_K, int], items: Iterable[tuple[_K, int]]) -> None:
+    for key, n in items:
+        target[key] = target.get(key, 0) + n

@@ -1,0 +1,112 @@
+"""``tlsrpt-reporter``: the operator's command (shared/INTERFACE.md).
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from tlsrpt_reporter import config as configmod
+from tlsrpt_reporter import demo, replay, store
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _day(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a day like 2026-03-01") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Print one day's aggregates as JSON lines."""
+    db = args.db or configmod.load(args.config).collectd.db
+    conn = store.connect(db, create=False)
+    try:
+        out = sys.stdout
+        for line in store.iter_day(conn, args.day):
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    finally:
+        conn.close()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Send a JSON-lines file of datagrams to a collector socket."""
+    result = replay.to_socket(args.file, args.socket, rate=args.rate, wait=args.wait)
+    print(f"sent {result.sent}, dropped {result.dropped}, skipped {result.skipped} blank lines")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The end-to-end main job on the embedded default."""
+    return demo.run(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``tlsrpt-reporter``."""
+    parser = argparse.ArgumentParser(
+        prog="tlsrpt-reporter", description="SMTP TLS Reporting (RFC 8460) for sending MTAs."
+    )
+    parser.add_argument(
+        "--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("export", help="print a day's collected aggregates as JSON lines")
+    p.add_argument("--db", help="collector database (default: collectd.db of the config)")
+    p.add_argument("--day", required=True, type=_day, help="UTC day, YYYY-MM-DD")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("replay", help="send a JSON-lines file of datagrams to a collector")
+    p.add_argument("file", help="one datagram object per line; - for standard input")
+    p.add_argument("--socket", required=True, help="the collector's socket path")
+    p.add_argument("--rate", type=_positive_rate, help="datagrams per second (default: flat out)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for room when the collector's queue is full instead of dropping",
+    )
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="run the collector on a bundled sample and export the day")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _positive_rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"--rate must be a positive number, got {value!r}")
+    return rate
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tlsrpt-reporter``."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"tlsrpt-reporter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TlsRptError as exc:
+        print(f"tlsrpt-reporter: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

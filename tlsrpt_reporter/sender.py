@@ -1,0 +1,107 @@
+"""A datagram client that behaves like libtlsrpt: unbound socket, non-blocking sends.
+
+Used by ``replay``, the benchmarks and the tests. A full receive queue drops the datagram at
+the sender (EAGAIN), exactly as it does for Postfix; the drop is counted, not retried.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tlsrpt_reporter.errors import TlsRptError
+
+_DROPPED = (errno.EAGAIN, errno.ENOBUFS)
+
+
+class SendError(TlsRptError):
+    """The collector's socket cannot be reached at all (missing, refused, no permission)."""
+
+
+class DatagramSender:
+    """Sends datagrams to a collector socket with MSG_DONTWAIT; counts sent and dropped."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sent = 0
+        self.dropped = 0
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def send(self, data: bytes) -> bool:
+        """Send one datagram; False when the collector's queue was full (dropped)."""
+        try:
+            self._sock.sendto(data, socket.MSG_DONTWAIT, self.path)
+        except OSError as exc:
+            if exc.errno in _DROPPED:
+                self.dropped += 1
+                return False
+            raise SendError(f"cannot send to collector socket {self.path}: {exc.strerror}") from None
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        """Close the client socket."""
+        self._sock.close()
+
+    def __enter__(self) -> DatagramSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _escape(value: str | bytes) -> bytes:
+    """libtlsrpt's string escaping: quote, backslash and control characters; bytes >= 0x80 pass
+    through untouched (so invalid UTF-8 from a remote server reaches the collector as is)."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    out = bytearray()
+    for b in raw:
+        if b in (0x22, 0x5C):
+            out += b"\\" + bytes((b,))
+        elif b < 0x20:
+            out += b"\\u%04x" % b
+        else:
+            out.append(b)
+    return b'"' + bytes(out) + b'"'
+
+
+def _member(key: str, value: Any) -> bytes:
+    if isinstance(value, str | bytes):
+        return _escape(key) + b": " + _escape(value)
+    if isinstance(value, int):
+        return _escape(key) + b":" + str(value).encode()
+    if isinstance(value, Sequence):
+        return _escape(key) + b":[" + b",".join(_value(v) for v in value) + b"]"
+    raise TypeError(f"cannot encode {key!r}: {type(value).__name__}")
+
+
+def _value(value: Any) -> bytes:
+    if isinstance(value, str | bytes):
+        return _escape(value)
+    if isinstance(value, Mapping):
+        return encode_object(value)
+    raise TypeError(f"cannot encode {type(value).__name__} in an array")
+
+
+def encode_object(obj: Mapping[str, Any]) -> bytes:
+    """Serialise a datagram object (wire keys, in the caller's order) the way libtlsrpt does.
+
+    String values may be ``bytes`` to send invalid UTF-8, as a remote server can cause.
+    """
+    return b"{" + b",".join(_member(k, v) for k, v in obj.items() if v is not None) + b"}"
+
+
+def datagram(
+    domain: str | bytes,
+    policies: Sequence[Mapping[str, Any]],
+    record: str | bytes | None = None,
+) -> bytes:
+    """A protocol-v1 datagram: ``policies`` are wire-form policy objects (``policy-type``,
+    ``policy-domain``, ``policy-string``, ``mx-host``, ``failure-details``, ``t``, ``f``)."""
+    obj: dict[str, Any] = {"dpv": "1", "d": domain}
+    if record is not None:
+        obj["pr"] = record
+    obj["policies"] = list(policies)
+    return encode_object(obj)

@@ -1,0 +1,284 @@
+"""Decoder for libtlsrpt protocol-version-1 datagrams (shared/PROTOCOL.md).
+
+Pure code: bytes in, a :class:`~tlsrpt_reporter.model.Datagram` out, or
+:class:`~tlsrpt_reporter.errors.DatagramRejected` with a counter-friendly reason. Nothing else
+may escape :func:`decode`, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tlsrpt_reporter.domain import normalize_domain
+from tlsrpt_reporter.errors import DatagramRejected
+from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
+
+# Every reason a datagram can be rejected for; each is a per-day counter "rejected:<reason>".
+REJECT_REASONS = (
+    "oversize",
+    "not-json",
+    "not-object",
+    "unknown-dpv",
+    "missing-field",
+    "wrong-type",
+    "bad-value",
+    "unknown-policy-type",
+    "invalid-domain",
+    "too-deep",
+)
+
+# Notes on accepted datagrams; each is a per-day counter too.
+NOTE_UTF8_REPAIRED = "utf8-repaired"
+NOTE_UNKNOWN_KEYS = "unknown-keys"
+NOTE_DETAIL_COUNT_MISMATCH = "detail-count-mismatch"
+NOTE_UNKNOWN_RESULT_CODE = "unknown-result-code"
+NOTES = (
+    NOTE_UTF8_REPAIRED,
+    NOTE_UNKNOWN_KEYS,
+    NOTE_DETAIL_COUNT_MISMATCH,
+    NOTE_UNKNOWN_RESULT_CODE,
+)
+
+DEFAULT_MAX_SIZE = 262_144
+
+# libtlsrpt's policy-type codes (PROTOCOL.md "Each policy object").
+_POLICY_TYPE_CODES = {1: "tlsa", 2: "sts", 9: "no-policy-found"}
+
+# libtlsrpt's result codes -> RFC 8460 §4.3 result-type names.
+RESULT_CODES = {
+    201: "starttls-not-supported",
+    202: "certificate-host-mismatch",
+    203: "certificate-not-trusted",
+    204: "certificate-expired",
+    205: "validation-failure",
+    301: "sts-policy-fetch-error",
+    302: "sts-policy-invalid",
+    303: "sts-webpki-invalid",
+    304: "tlsa-invalid",
+    305: "dnssec-invalid",
+    306: "dane-required",
+}
+# 901 is libtlsrpt-internal ("policy never finished"); PROTOCOL.md says accept it defensively.
+_CODE_NEVER_FINISHED = 901
+
+_TOP_KEYS = frozenset(("dpv", "d", "pr", "policies"))
+_POLICY_KEYS = frozenset(
+    ("policy-type", "policy-domain", "policy-string", "mx-host", "failure-details", "t", "f")
+)
+# Short wire key -> FailureDetail field, in the dataclass's order.
+_DETAIL_KEYS = {
+    "s": "sending_mta_ip",
+    "n": "receiving_mx_hostname",
+    "h": "receiving_mx_helo",
+    "r": "receiving_ip",
+    "a": "additional_information",
+    "f": "failure_reason_code",
+}
+_DETAIL_ALLOWED = frozenset(("c", *_DETAIL_KEYS))
+# A valid datagram nests four levels deep; extra keys may not hide anything much deeper.
+_MAX_EXTRA_DEPTH = 16
+
+
+class _Notes:
+    """Collects the notes of one decode; a tiny mutable helper local to this module."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: set[str] = set()
+
+
+def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Datagram:
+    """Decode and validate one datagram.
+
+    Invalid UTF-8 is repaired with U+FFFD and noted, because the bytes came from a remote
+    server through the MTA (PROTOCOL.md "Transport facts"). Raises DatagramRejected only.
+    """
+    if len(data) > max_size:
+        raise DatagramRejected("oversize", f"{len(data)} bytes, the limit is {max_size}")
+    notes = _Notes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+        notes.items.add(NOTE_UTF8_REPAIRED)
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise DatagramRejected("too-deep", "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DatagramRejected("not-json", str(exc)[:120]) from None
+    if not isinstance(obj, dict):
+        raise DatagramRejected("not-object", f"top level is a JSON {type(obj).__name__}")
+    return _datagram(obj, notes)
+
+
+def _datagram(obj: dict[str, Any], notes: _Notes) -> Datagram:
+    _check_extra_keys(obj, _TOP_KEYS, notes)
+    dpv = obj.get("dpv")
+    if dpv is None:
+        raise DatagramRejected("missing-field", "no 'dpv'")
+    if dpv != "1":
+        raise DatagramRejected("unknown-dpv", f"dpv {str(dpv)[:20]!r}, only '1' is known")
+    raw_domain = _required(obj, "d", str, "datagram")
+    try:
+        domain = normalize_domain(_text(raw_domain, notes))
+    except ValueError as exc:
+        raise DatagramRejected("invalid-domain", f"'d' {raw_domain[:80]!r}: {exc}") from None
+    record = obj.get("pr", "")
+    if not isinstance(record, str):
+        raise DatagramRejected("wrong-type", "'pr' is not a string")
+    policies = _required(obj, "policies", list, "datagram")
+    if not policies:
+        raise DatagramRejected("bad-value", "'policies' is empty")
+    results = tuple(_policy_result(p, domain, notes) for p in policies)
+    return Datagram(
+        domain=domain,
+        record=_text(record, notes),
+        results=results,
+        notes=tuple(sorted(notes.items)),
+    )
+
+
+def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
+    if not isinstance(obj, dict):
+        raise DatagramRejected("wrong-type", "a 'policies' entry is not an object")
+    _check_extra_keys(obj, _POLICY_KEYS, notes)
+    code = _required(obj, "policy-type", int, "policy")
+    policy_type = _POLICY_TYPE_CODES.get(code)
+    if policy_type is None:
+        raise DatagramRejected("unknown-policy-type", f"policy-type {code}")
+    raw_pd = obj.get("policy-domain")
+    if raw_pd is None or raw_pd == "":
+        # PROTOCOL.md: an absent or empty policy-domain belongs to `d` (Postfix < 3.10.5).
+        policy_domain = domain
+    elif isinstance(raw_pd, str):
+        try:
+            policy_domain = normalize_domain(_text(raw_pd, notes))
+        except ValueError as exc:
+            raise DatagramRejected(
+                "invalid-domain", f"'policy-domain' {raw_pd[:80]!r}: {exc}"
+            ) from None
+    else:
+        raise DatagramRejected("wrong-type", "'policy-domain' is not a string")
+    total = _required(obj, "t", int, "policy")
+    final = _required(obj, "f", int, "policy")
+    if final not in (0, 1):
+        raise DatagramRejected("bad-value", f"policy 'f' is {final}, expected 0 or 1")
+    details_raw = obj.get("failure-details", [])
+    if not isinstance(details_raw, list):
+        raise DatagramRejected("wrong-type", "'failure-details' is not an array")
+    details = tuple(_failure_detail(d, notes) for d in details_raw)
+    if total != len(details):
+        # libtlsrpt does not keep these in step; count it, do not reject (PROTOCOL.md).
+        notes.items.add(NOTE_DETAIL_COUNT_MISMATCH)
+    policy = Policy(
+        policy_type=policy_type,
+        policy_domain=policy_domain,
+        policy_string=_string_list(obj, "policy-string", notes),
+        mx_host=_string_list(obj, "mx-host", notes),
+    )
+    return PolicyResult(policy=policy, failed=final == 1, failure_details=details)
+
+
+def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
+    if not isinstance(obj, dict):
+        raise DatagramRejected("wrong-type", "a 'failure-details' entry is not an object")
+    _check_extra_keys(obj, _DETAIL_ALLOWED, notes)
+    code = _required(obj, "c", int, "failure detail")
+    values: dict[str, str | None] = {}
+    for key, field in _DETAIL_KEYS.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise DatagramRejected("wrong-type", f"failure detail '{key}' is not a string")
+        # An empty string is as good as absent: reports must never carry "" (RFC 8460 §4.4).
+        values[field] = _text(value, notes) or None
+    result_type = RESULT_CODES.get(code)
+    if result_type is None:
+        # The IANA registry can grow: keep the session, report the closest generic type.
+        reason = "policy-never-finished" if code == _CODE_NEVER_FINISHED else f"result-code-{code}"
+        if code != _CODE_NEVER_FINISHED:
+            notes.items.add(NOTE_UNKNOWN_RESULT_CODE)
+        original = values.get("failure_reason_code")
+        values["failure_reason_code"] = f"{reason}: {original}" if original else reason
+        result_type = "validation-failure"
+    return FailureDetail(result_type=result_type, **values)
+
+
+def _required(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        raise DatagramRejected("missing-field", f"no '{key}' in {where}")
+    # bool is an int subclass in Python, but JSON true is not a number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise DatagramRejected("wrong-type", f"'{key}' in {where} is not a {kind.__name__}")
+    return value
+
+
+def _string_list(obj: dict[str, Any], key: str, notes: _Notes) -> tuple[str, ...]:
+    value = obj.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DatagramRejected("wrong-type", f"'{key}' is not an array of strings")
+    return tuple(_text(v, notes) for v in value)
+
+
+def _text(value: str, notes: _Notes) -> str:
+    """Return ``value`` as storable UTF-8 text: lone surrogates from \\uD800-style escapes
+    cannot be encoded, so they become U+FFFD like any other invalid UTF-8."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        notes.items.add(NOTE_UTF8_REPAIRED)
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+def _check_extra_keys(obj: dict[str, Any], allowed: frozenset[str], notes: _Notes) -> None:
+    if obj.keys() <= allowed:
+        return
+    notes.items.add(NOTE_UNKNOWN_KEYS)
+    for key in obj.keys() - allowed:
+        if _depth(obj[key], 0) > _MAX_EXTRA_DEPTH:
+            raise DatagramRejected("too-deep", f"unknown key {key[:40]!r} nests too deeply")
+
+
+def _depth(value: Any, level: int) -> int:
+    if level > _MAX_EXTRA_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+class CachingDecoder:
+    """:func:`decode` with a bounded cache keyed by the raw bytes.
+
+    Real traffic repeats itself (Postfix's success datagrams for a domain are byte-identical),
+    and a decoded Datagram is immutable, so a hit skips JSON parsing and validation entirely.
+    The cache is cleared when full: cheaper than LRU bookkeeping on the hot path.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, max_entries: int = 16384) -> None:
+        self.max_size = max_size
+        self.max_entries = max_entries
+        self._cache: dict[bytes, Datagram] = {}
+
+    def decode(self, data: bytes) -> Datagram:
+        """Like :func:`decode`; rejections are not cached (they are rare and cheap to redo)."""
+        hit = self._cache.get(data)
+        if hit is not None:
+            return hit
+        datagram = decode(data, self.max_size)
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[data] = datagram
+        return datagram
