@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,9 +24,16 @@ import time
 from pathlib import Path
 
 import aiosqlite
-
 from tlsrpt_collectd import listener
-from tlsrpt_collectd.receiver import HEADER, KIND_BATCH, LENGTH, OVERSIZE_FLAG
+from tlsrpt_collectd.receiver import (
+    HEADER,
+    KIND_BATCH,
+    KIND_DROPPED,
+    KIND_READY,
+    LENGTH,
+    OVERSIZE_FLAG,
+)
+
 from tlsrpt_reporter import config as configmod
 from tlsrpt_reporter import logs, store
 from tlsrpt_reporter.aggregate import C_DROPPED_MEMORY, Aggregate
@@ -66,6 +74,8 @@ class Collector:
         self._pipe_fd = -1
         self._eof: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
+        self._owns_socket = False
+        self._where = ""
 
     # --- receive process -------------------------------------------------------------------
 
@@ -82,6 +92,7 @@ class Collector:
             str(write_fd),
             str(self.cfg.max_datagram_size),
             str(self.cfg.max_backlog_bytes),
+            str(int(self._owns_socket)),
         ]
         self._proc = subprocess.Popen(cmd, pass_fds=(sock_fd, write_fd))
         os.close(write_fd)
@@ -117,7 +128,10 @@ class Collector:
                 day = self._day(when)
                 if kind == KIND_BATCH:
                     self._batch(view, pos + hsize, count, day, when)
-                else:
+                elif kind == KIND_READY:
+                    log.info("ready: receiving on %s", self._where)
+                    _sd_notify(b"READY=1")
+                elif kind == KIND_DROPPED:
                     self.agg.count(day, "received", count)
                     self.agg.count(day, _DROPPED_BACKLOG, count)
                     self.totals["received"] += count
@@ -291,18 +305,19 @@ class Collector:
         if sock is None:
             bound = listener.bind(self.cfg.socket, self.cfg.socket_mode, self.cfg.socket_group)
             sock = bound.sock
-            where = self.cfg.socket
+            self._owns_socket = True
+            self._where = self.cfg.socket
         else:
-            where = f"{sock.getsockname() or 'an unnamed socket'} (from systemd)"
+            self._where = f"{sock.getsockname() or 'an unnamed socket'} (from systemd)"
         try:
-            return await self._serve(loop, sock.fileno(), where)
+            return await self._serve(loop, sock.fileno())
         finally:
             if bound is not None:
                 bound.close()
             else:
                 sock.close()
 
-    async def _serve(self, loop: asyncio.AbstractEventLoop, sock_fd: int, where: str) -> int:
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock_fd: int) -> int:
         assert self._eof is not None
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop, signum)
@@ -314,7 +329,7 @@ class Collector:
             loop.add_reader(self._pipe_fd, self._on_pipe)
             log.info(
                 "listening on %s, writing to %s every %.1f s (queue length %s)",
-                where,
+                self._where,
                 self.cfg.db,
                 self.cfg.flush_interval,
                 _qlen(),
@@ -352,6 +367,17 @@ class Collector:
             self.totals,
         )
         return 0
+
+
+def _sd_notify(message: bytes) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message, path)
 
 
 def _qlen() -> str:

@@ -50,7 +50,8 @@ def from_systemd() -> socket.socket | None:
         return None
     if count > 1:
         raise CollectorError(
-            f"systemd passed {count} sockets; the collector takes exactly one (check the .socket unit)"
+            f"systemd passed {count} sockets; the collector takes exactly one: "
+            "check the .socket unit"
         )
     sock = socket.socket(fileno=_SD_LISTEN_FDS_START)
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:

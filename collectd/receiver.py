@@ -12,6 +12,7 @@ Frames on the pipe (little-endian):
         set means the datagram was larger than the cap (the low bits hold the size, no bytes);
         every datagram of a batch was received on the same UTC day as ``time``.
     kind 1 (dropped): ``count`` datagrams were dropped for lack of buffer at ``time``; no payload.
+    kind 2 (ready): the receive loop is running; sent once at start.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ HEADER = struct.Struct("<BIId")
 LENGTH = struct.Struct("<I")
 KIND_BATCH = 0
 KIND_DROPPED = 1
+KIND_READY = 2
 OVERSIZE_FLAG = 0x8000_0000
 _MAX_BATCH = 512
 _MAX_BATCHES_PER_DRAIN = 16
@@ -47,7 +49,9 @@ class Receiver:
         out_fd: int,
         max_size: int,
         max_backlog: int,
+        *,
         clock: Callable[[], float] = time.time,
+        shutdown_on_stop: bool = False,
     ) -> None:
         self.sock = sock
         self.out_fd = out_fd
@@ -58,6 +62,7 @@ class Receiver:
         self.backlog_bytes = 0
         self.dropped = 0
         self.stopping = False
+        self.shutdown_on_stop = shutdown_on_stop
 
     def _emit(self, frame: bytes) -> None:
         self.backlog.append(memoryview(frame))
@@ -140,6 +145,7 @@ class Receiver:
         poller.register(wakeup_fd, select.POLLIN)
         out_events = 0
         poller.register(self.out_fd, out_events)  # POLLERR tells us the daemon went away
+        self._emit(HEADER.pack(KIND_READY, 0, 0, self.clock()))
         while not self.stopping:
             self.drain()
             self.flush()
@@ -154,6 +160,11 @@ class Receiver:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_fd, 512)
         # Stopping: take what the kernel still queues, hand it over, then close the pipe.
+        if self.shutdown_on_stop:
+            # From here on senders get EPIPE instead of queueing datagrams nobody will read.
+            # Not for a socket systemd owns: it keeps queueing for the next start.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
         while self.drain():
             self.flush(block=True)
         self.flush(block=True)
@@ -167,12 +178,14 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m tlsrpt_collectd.receiver SOCK_FD PIPE_FD MAX_SIZE MAX_BACKLOG``."""
+    """Entry point, started by the daemon:
+    ``python -m tlsrpt_collectd.receiver SOCK_FD PIPE_FD MAX_SIZE MAX_BACKLOG SHUTDOWN_ON_STOP``.
+    """
     args = sys.argv[1:] if argv is None else argv
-    sock_fd, out_fd, max_size, max_backlog = (int(a) for a in args)
+    sock_fd, out_fd, max_size, max_backlog, shutdown = (int(a) for a in args)
     _die_with_parent()
     sock = socket.socket(fileno=sock_fd)
-    receiver = Receiver(sock, out_fd, max_size, max_backlog)
+    receiver = Receiver(sock, out_fd, max_size, max_backlog, shutdown_on_stop=bool(shutdown))
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

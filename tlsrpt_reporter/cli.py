@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlsrpt-reporter", description="SMTP TLS Reporting (RFC 8460) for sending MTAs."
     )
-    parser.add_argument(
-        "--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})"
-    )
+    parser.add_argument("--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("export", help="print a day's collected aggregates as JSON lines")

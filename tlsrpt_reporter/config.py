@@ -137,13 +137,13 @@ def parse_mode(value: Any, name: str = "socket_mode") -> int:
         try:
             mode = int(value, 8)
         except ValueError:
-            raise ConfigError(f"{name} must be an octal mode like \"0660\", got {value!r}") from None
+            raise ConfigError(f'{name} must be an octal mode like "0660", got {value!r}') from None
     elif isinstance(value, int) and not isinstance(value, bool):
         mode = value
     else:
-        raise ConfigError(f"{name} must be an octal mode like \"0660\", got {value!r}")
+        raise ConfigError(f'{name} must be an octal mode like "0660", got {value!r}')
     if not 0 <= mode <= 0o777:
-        raise ConfigError(f"{name} must be between \"0000\" and \"0777\", got {value!r}")
+        raise ConfigError(f'{name} must be between "0000" and "0777", got {value!r}')
     return mode
 
 

@@ -7,7 +7,9 @@ the tests; the same seed always gives the same bytes.
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,9 +36,7 @@ class Domain:
         self.policy_type = rng.choices((9, 2, 1), weights=(5, 3, 2))[0]
         sep = rng.choice(("; ", ";"))
         target = (
-            f"mailto:tlsrpt@{self.name}"
-            if rng.random() < 0.7
-            else f"https://tlsrpt.{self.name}/v1"
+            f"mailto:tlsrpt@{self.name}" if rng.random() < 0.7 else f"https://tlsrpt.{self.name}/v1"
         )
         self.record = f"v=TLSRPTv1{sep}rua={target}"
         self.failure_rate = rng.choice((0.0, 0.0, 0.01, 0.05, 0.5, 1.0))
@@ -90,9 +90,6 @@ SAMPLE_SESSIONS = 3000
 
 def main(argv: list[str] | None = None) -> int:
     """Write the bundled sample (or another seed/size) as JSON lines to standard output."""
-    import argparse
-    import sys
-
     p = argparse.ArgumentParser(prog="python -m tlsrpt_reporter.samplegen")
     p.add_argument("--seed", type=int, default=SAMPLE_SEED)
     p.add_argument("--domains", type=int, default=SAMPLE_DOMAINS)

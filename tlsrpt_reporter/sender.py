@@ -37,7 +37,9 @@ class DatagramSender:
             if exc.errno in _DROPPED:
                 self.dropped += 1
                 return False
-            raise SendError(f"cannot send to collector socket {self.path}: {exc.strerror}") from None
+            raise SendError(
+                f"cannot send to collector socket {self.path}: {exc.strerror}"
+            ) from None
         self.sent += 1
         return True
 
