@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	rm -rf $(VENV)/typecheck && mkdir -p $(VENV)/typecheck
 	ln -s $(CURDIR)/tlsrpt_reporter $(VENV)/typecheck/tlsrpt_reporter
 	ln -s $(CURDIR)/collectd $(VENV)/typecheck/tlsrpt_collectd
-	cd $(VENV)/typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy \
+	cd $(VENV)/typecheck && MYPYPATH=. $(abspath $(BIN))/mypy \
 		--config-file $(CURDIR)/pyproject.toml -p tlsrpt_reporter -p tlsrpt_collectd
 
 pytest: $(STAMP)

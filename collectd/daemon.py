@@ -202,6 +202,7 @@ class Collector:
         if self.agg.is_empty():
             return True
         taken = self.agg.take()
+        self.agg.reserved = len(taken)
         batch = store.build_batch(taken)
         started = time.monotonic()
         try:
@@ -216,6 +217,7 @@ class Collector:
                     await db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
+            self.agg.reserved = 0
             self.agg.merge(taken)
             now = time.time()
             if self.write_failing_since is None:
@@ -231,6 +233,7 @@ class Collector:
                     self.cfg.flush_interval,
                 )
             return False
+        self.agg.reserved = 0
         elapsed = time.monotonic() - started
         self.flush_seconds_max = max(self.flush_seconds_max, elapsed)
         if self.write_failing_since is not None:

@@ -54,6 +54,9 @@ class Aggregate:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     # (day, domain, record) -> last time that record was seen for the domain
     records: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    # Keys taken for a write that has not finished yet: they count against max_keys, because
+    # a failed write merges them back.
+    reserved: int = 0
 
     def __len__(self) -> int:
         return len(self.policies) + len(self.details) + len(self.records)
@@ -73,7 +76,7 @@ class Aggregate:
         Counting per PROTOCOL.md: one session per policy, failed when its `f` is 1, and one
         count per failure detail entry.
         """
-        full = len(self) >= self.max_keys
+        full = len(self) + self.reserved >= self.max_keys
         record_key = (day, datagram.domain, datagram.record)
         policy_keys = [(day, datagram.domain, datagram.record, r.policy) for r in datagram.results]
         if full and (

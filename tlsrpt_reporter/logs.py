@@ -45,6 +45,8 @@ def setup(program: str, level: str = "info") -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiosqlite logs every statement at debug level: far too much for a daemon's debug log.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
     return logging.getLogger(program)
 
 

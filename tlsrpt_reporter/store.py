@@ -223,6 +223,8 @@ def migrate(conn: sqlite3.Connection) -> None:
     # WAL: the reporter reads while the collector writes, and a SIGKILL never corrupts.
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    # Truncate the WAL after checkpoints: a long outage must not leave a huge file behind.
+    conn.execute("PRAGMA journal_size_limit = 67108864")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StoreError(

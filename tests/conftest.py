@@ -1,0 +1,188 @@
+"""Shared fixtures: a real tlsrpt-collectd process on a real socket and SQLite file."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tlsrpt_reporter import store
+
+START_TIMEOUT = 20.0
+
+
+def today() -> str:
+    """The current UTC day, as the collector attributes datagrams."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def send_all(path: str | Path, datagrams: list[bytes], timeout: float = 30.0) -> int:
+    """Send every datagram, waiting for queue room (never dropping); returns the count sent."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deadline = time.monotonic() + timeout
+    try:
+        for data in datagrams:
+            while True:
+                try:
+                    sock.sendto(data, socket.MSG_DONTWAIT, str(path))
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("collector queue stayed full") from None
+                    time.sleep(0.0005)
+    finally:
+        sock.close()
+    return len(datagrams)
+
+
+@dataclass
+class Collector:
+    """A running collector subprocess and its files."""
+
+    workdir: Path
+    config: Path
+    socket: Path
+    db: Path
+    logfile: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, *extra: str, wait: bool = True, prefix: tuple[str, ...] = ()) -> Collector:
+        """Start the daemon (optionally behind a wrapper ``prefix``) and wait until ready."""
+        seen = self.log().count("ready: receiving")
+        log = self.logfile.open("ab")
+        cmd = [
+            *prefix,
+            sys.executable,
+            "-m",
+            "tlsrpt_collectd.daemon",
+            "--config",
+            str(self.config),
+        ]
+        self.proc = subprocess.Popen(
+            [*cmd, *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | self.extra_env,
+        )
+        log.close()
+        if wait:
+            self.wait_for_log("ready: receiving", count=seen + 1)
+        return self
+
+    def log(self) -> str:
+        """Everything the collector logged so far."""
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``text`` appears ``count`` times in the log."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"collector exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in collector log:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the daemon and return its exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def counters(self, day: str | None = None) -> dict[str, int]:
+        """The per-day counters in the database (0 for a database not yet created)."""
+        if not self.db.exists():
+            return {}
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return store.day_counters(conn, day or today())
+        except sqlite3.OperationalError:
+            return {}
+        finally:
+            conn.close()
+
+    def wait_for_counter(self, name: str, value: int, timeout: float = 30.0) -> None:
+        """Wait until the stored counter ``name`` reaches ``value``."""
+        deadline = time.monotonic() + timeout
+        while self.counters().get(name, 0) < value:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} stayed at {self.counters()} < {value}:\n{self.log()}")
+            time.sleep(0.1)
+
+    def export(self, day: str | None = None) -> list[dict[str, object]]:
+        """The day's aggregates through the real ``export`` command."""
+        import json
+
+        out = subprocess.run(
+            [sys.executable, "-m", "tlsrpt_reporter.cli", "export", "--db", str(self.db),
+             "--day", day or today()],
+            capture_output=True,
+            check=True,
+        )  # fmt: skip
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def write_config(path: Path, **values: object) -> None:
+    """Write a [collectd] TOML section."""
+    lines = ["[collectd]"]
+    for key, value in values.items():
+        rendered = f'"{value}"' if isinstance(value, str | Path) else str(value)
+        lines.append(f"{key} = {rendered}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A temporary directory other users can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="tlsrpt-test-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture
+def make_collector(shared_dir: Path) -> Iterator[Callable[..., Collector]]:
+    """Factory of configured (not yet started) collectors; all are killed at teardown."""
+    made: list[Collector] = []
+
+    def make(name: str = "c", **cfg: object) -> Collector:
+        work = shared_dir / name
+        work.mkdir()
+        values: dict[str, object] = {
+            "socket": work / "collectd.sock",
+            "db": work / "collectd.sqlite",
+            "socket_mode": "0600",
+            "flush_interval": 0.2,
+        }
+        values.update(cfg)
+        config = work / "config.toml"
+        write_config(config, **values)
+        collector = Collector(
+            workdir=work,
+            config=config,
+            socket=Path(str(values["socket"])),
+            db=Path(str(values["db"])),
+            logfile=work / "collectd.log",
+        )
+        made.append(collector)
+        return collector
+
+    yield make
+    for collector in made:
+        if collector.proc is not None and collector.proc.poll() is None:
+            collector.proc.kill()
+            collector.proc.wait()
