@@ -53,7 +53,12 @@ def from_systemd() -> socket.socket | None:
             f"systemd passed {count} sockets; the collector takes exactly one: "
             "check the .socket unit"
         )
-    sock = socket.socket(fileno=_SD_LISTEN_FDS_START)
+    try:
+        sock = socket.socket(fileno=_SD_LISTEN_FDS_START)
+    except OSError as exc:
+        raise CollectorError(
+            f"LISTEN_FDS says systemd passed a socket, but fd 3 is not one ({exc.strerror})"
+        ) from None
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
         raise CollectorError(
             "the socket passed by systemd is not a Unix datagram socket: "

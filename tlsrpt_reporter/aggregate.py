@@ -70,8 +70,16 @@ class Aggregate:
         key = (day, name)
         self.counters[key] = self.counters.get(key, 0) + n
 
-    def add(self, day: str, now: float, datagram: Datagram) -> bool:
-        """Fold one accepted datagram in; False when it was dropped for lack of room.
+    def add(
+        self,
+        day: str,
+        now: float,
+        datagram: Datagram,
+        times: int = 1,
+        first_seen: float | None = None,
+    ) -> bool:
+        """Fold ``times`` identical copies of one accepted datagram in, seen between
+        ``first_seen`` (default ``now``) and ``now``; False when dropped for lack of room.
 
         Counting per PROTOCOL.md: one session per policy, failed when its `f` is 1, and one
         count per failure detail entry.
@@ -88,34 +96,39 @@ class Aggregate:
                 for d in r.failure_details
             )
         ):
-            self.count(day, C_RECEIVED)
-            self.count(day, C_DROPPED_MEMORY)
+            self.count(day, C_RECEIVED, times)
+            self.count(day, C_DROPPED_MEMORY, times)
             return False
-        self.records[record_key] = now
+        self.records[record_key] = max(now, self.records.get(record_key, now))
         failures = details = 0
         for key, result in zip(policy_keys, datagram.results, strict=True):
             counts = self.policies.get(key)
             if counts is None:
-                counts = self.policies[key] = PolicyCounts(first_seen=now)
-            counts.last_seen = now
+                counts = self.policies[key] = PolicyCounts(
+                    first_seen=now if first_seen is None else first_seen, last_seen=now
+                )
+            counts.last_seen = max(counts.last_seen, now)
             if result.failed:
-                counts.failed += 1
-                failures += 1
+                counts.failed += times
+                failures += times
             else:
-                counts.successful += 1
+                counts.successful += times
             for detail in result.failure_details:
                 dkey = (key, detail)
-                self.details[dkey] = self.details.get(dkey, 0) + 1
-                details += 1
-        self.count(day, C_RECEIVED)
-        self.count(day, C_ACCEPTED)
-        self.count(day, C_SESSIONS, len(datagram.results))
-        if failures:
-            self.count(day, C_FAILURES, failures)
-        if details:
-            self.count(day, C_FAILURE_DETAILS, details)
-        for note in datagram.notes:
-            self.count(day, note)
+                self.details[dkey] = self.details.get(dkey, 0) + times
+                details += times
+        counters = self.counters
+        for name, n in (
+            (C_RECEIVED, times),
+            (C_ACCEPTED, times),
+            (C_SESSIONS, len(datagram.results) * times),
+            (C_FAILURES, failures),
+            (C_FAILURE_DETAILS, details),
+            *((note, times) for note in datagram.notes),
+        ):
+            if n:
+                key = (day, name)
+                counters[key] = counters.get(key, 0) + n
         return True
 
     def reject(self, day: str, reason: str) -> None:

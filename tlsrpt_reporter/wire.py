@@ -8,7 +8,7 @@ may escape :func:`decode`, whatever the bytes.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import DatagramRejected
@@ -115,37 +115,56 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Datagram:
 
 
 def _datagram(obj: dict[str, Any], notes: _Notes) -> Datagram:
-    _check_extra_keys(obj, _TOP_KEYS, notes)
+    # Hot path: plain type() checks (bool is not an int here, as JSON true is not a number).
+    if not obj.keys() <= _TOP_KEYS:
+        _check_extra_keys(obj, _TOP_KEYS, notes)
     dpv = obj.get("dpv")
-    if dpv is None:
-        raise DatagramRejected("missing-field", "no 'dpv'")
     if dpv != "1":
+        if dpv is None:
+            raise DatagramRejected("missing-field", "no 'dpv'")
         raise DatagramRejected("unknown-dpv", f"dpv {str(dpv)[:20]!r}, only '1' is known")
-    raw_domain = _required(obj, "d", str, "datagram")
-    try:
-        domain = normalize_domain(_text(raw_domain, notes))
-    except ValueError as exc:
-        raise DatagramRejected("invalid-domain", f"'d' {raw_domain[:80]!r}: {exc}") from None
+    raw_domain = obj.get("d")
+    if type(raw_domain) is not str:
+        raise _field_error(raw_domain, "d", "string", "datagram")
+    domain = _domain(raw_domain, "d", notes)
     record = obj.get("pr", "")
-    if not isinstance(record, str):
+    if type(record) is not str:
         raise DatagramRejected("wrong-type", "'pr' is not a string")
-    policies = _required(obj, "policies", list, "datagram")
+    policies = obj.get("policies")
+    if type(policies) is not list:
+        raise _field_error(policies, "policies", "array", "datagram")
     if not policies:
         raise DatagramRejected("bad-value", "'policies' is empty")
-    results = tuple(_policy_result(p, domain, notes) for p in policies)
+    results = tuple([_policy_result(p, domain, notes) for p in policies])
     return Datagram(
         domain=domain,
-        record=_text(record, notes),
+        record=record if record.isascii() else _repair(record, notes),
         results=results,
         notes=tuple(sorted(notes.items)),
     )
 
 
+def _field_error(value: Any, key: str, kind: str, where: str) -> DatagramRejected:
+    if value is None:
+        return DatagramRejected("missing-field", f"no '{key}' in {where}")
+    return DatagramRejected("wrong-type", f"'{key}' in {where} is not a {kind}")
+
+
+def _domain(raw: str, key: str, notes: _Notes) -> str:
+    try:
+        return normalize_domain(raw if raw.isascii() else _repair(raw, notes))
+    except ValueError as exc:
+        raise DatagramRejected("invalid-domain", f"'{key}' {raw[:80]!r}: {exc}") from None
+
+
 def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise DatagramRejected("wrong-type", "a 'policies' entry is not an object")
-    _check_extra_keys(obj, _POLICY_KEYS, notes)
-    code = _required(obj, "policy-type", int, "policy")
+    if not obj.keys() <= _POLICY_KEYS:
+        _check_extra_keys(obj, _POLICY_KEYS, notes)
+    code = obj.get("policy-type")
+    if type(code) is not int:
+        raise _field_error(code, "policy-type", "integer", "policy")
     policy_type = _POLICY_TYPE_CODES.get(code)
     if policy_type is None:
         raise DatagramRejected("unknown-policy-type", f"policy-type {code}")
@@ -153,90 +172,110 @@ def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
     if raw_pd is None or raw_pd == "":
         # PROTOCOL.md: an absent or empty policy-domain belongs to `d` (Postfix < 3.10.5).
         policy_domain = domain
-    elif isinstance(raw_pd, str):
-        try:
-            policy_domain = normalize_domain(_text(raw_pd, notes))
-        except ValueError as exc:
-            raise DatagramRejected(
-                "invalid-domain", f"'policy-domain' {raw_pd[:80]!r}: {exc}"
-            ) from None
+    elif type(raw_pd) is str:
+        policy_domain = _domain(raw_pd, "policy-domain", notes)
     else:
         raise DatagramRejected("wrong-type", "'policy-domain' is not a string")
-    total = _required(obj, "t", int, "policy")
-    final = _required(obj, "f", int, "policy")
+    total = obj.get("t")
+    if type(total) is not int:
+        raise _field_error(total, "t", "integer", "policy")
+    final = obj.get("f")
+    if type(final) is not int:
+        raise _field_error(final, "f", "integer", "policy")
     if final not in (0, 1):
         raise DatagramRejected("bad-value", f"policy 'f' is {final}, expected 0 or 1")
-    details_raw = obj.get("failure-details", [])
-    if not isinstance(details_raw, list):
+    details_raw = obj.get("failure-details")
+    if details_raw is None:
+        details: tuple[FailureDetail, ...] = ()
+    elif type(details_raw) is list:
+        details = tuple([_failure_detail(d, notes) for d in details_raw])
+    else:
         raise DatagramRejected("wrong-type", "'failure-details' is not an array")
-    details = tuple(_failure_detail(d, notes) for d in details_raw)
     if total != len(details):
         # libtlsrpt does not keep these in step; count it, do not reject (PROTOCOL.md).
         notes.items.add(NOTE_DETAIL_COUNT_MISMATCH)
-    policy = Policy(
-        policy_type=policy_type,
-        policy_domain=policy_domain,
-        policy_string=_string_list(obj, "policy-string", notes),
-        mx_host=_string_list(obj, "mx-host", notes),
+    key = (
+        policy_type,
+        policy_domain,
+        _string_list(obj, "policy-string", notes),
+        _string_list(obj, "mx-host", notes),
     )
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = _intern(_POLICIES, key, Policy(*key))
     return PolicyResult(policy=policy, failed=final == 1, failure_details=details)
 
 
 def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise DatagramRejected("wrong-type", "a 'failure-details' entry is not an object")
-    _check_extra_keys(obj, _DETAIL_ALLOWED, notes)
-    code = _required(obj, "c", int, "failure detail")
-    values: dict[str, str | None] = {}
-    for key, field in _DETAIL_KEYS.items():
+    if not obj.keys() <= _DETAIL_ALLOWED:
+        _check_extra_keys(obj, _DETAIL_ALLOWED, notes)
+    code = obj.get("c")
+    if type(code) is not int:
+        raise _field_error(code, "c", "integer", "failure detail")
+    values: list[str | None] = []
+    for key in _DETAIL_KEYS:
         value = obj.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
+        if value is None or value == "":
+            # An empty string is as good as absent: reports never carry "" (RFC 8460 §4.4).
+            values.append(None)
+        elif type(value) is str:
+            values.append(value if value.isascii() else _repair(value, notes))
+        else:
             raise DatagramRejected("wrong-type", f"failure detail '{key}' is not a string")
-        # An empty string is as good as absent: reports must never carry "" (RFC 8460 §4.4).
-        values[field] = _text(value, notes) or None
     result_type = RESULT_CODES.get(code)
     if result_type is None:
         # The IANA registry can grow: keep the session, report the closest generic type.
-        reason = "policy-never-finished" if code == _CODE_NEVER_FINISHED else f"result-code-{code}"
-        if code != _CODE_NEVER_FINISHED:
+        if code == _CODE_NEVER_FINISHED:
+            reason = "policy-never-finished"
+        else:
+            reason = f"result-code-{code}"
             notes.items.add(NOTE_UNKNOWN_RESULT_CODE)
-        original = values.get("failure_reason_code")
-        values["failure_reason_code"] = f"{reason}: {original}" if original else reason
+        original = values[-1]
+        values[-1] = f"{reason}: {original}" if original else reason
         result_type = "validation-failure"
-    return FailureDetail(result_type=result_type, **values)
-
-
-def _required(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = obj.get(key)
-    if value is None:
-        raise DatagramRejected("missing-field", f"no '{key}' in {where}")
-    # bool is an int subclass in Python, but JSON true is not a number.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise DatagramRejected("wrong-type", f"'{key}' in {where} is not a {kind.__name__}")
-    return value
+    key = (result_type, *values)
+    detail = _DETAILS.get(key)
+    if detail is None:
+        detail = _intern(_DETAILS, key, FailureDetail(*key))
+    return detail
 
 
 def _string_list(obj: dict[str, Any], key: str, notes: _Notes) -> tuple[str, ...]:
     value = obj.get(key)
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if type(value) is not list or not all(type(v) is str for v in value):
         raise DatagramRejected("wrong-type", f"'{key}' is not an array of strings")
-    return tuple(_text(v, notes) for v in value)
+    if all(v.isascii() for v in value):
+        return tuple(value)
+    return tuple([v if v.isascii() else _repair(v, notes) for v in value])
 
 
-def _text(value: str, notes: _Notes) -> str:
-    """Return ``value`` as storable UTF-8 text: lone surrogates from \\uD800-style escapes
-    cannot be encoded, so they become U+FFFD like any other invalid UTF-8."""
-    if value.isascii():
-        return value
+def _repair(value: str, notes: _Notes) -> str:
+    """Return non-ASCII ``value`` as storable UTF-8 text: lone surrogates from \\uD800-style
+    escapes cannot be encoded, so they become U+FFFD like any other invalid UTF-8."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         notes.items.add(NOTE_UTF8_REPAIRED)
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+_T = TypeVar("_T")
+# Identical policies and failure details recur across datagrams: sharing one frozen object
+# saves building it again and makes the aggregate's dictionary lookups cheaper.
+_POLICIES: dict[tuple[Any, ...], Policy] = {}
+_DETAILS: dict[tuple[Any, ...], FailureDetail] = {}
+_INTERN_LIMIT = 65536
+
+
+def _intern(table: dict[tuple[Any, ...], _T], key: tuple[Any, ...], value: _T) -> _T:
+    if len(table) >= _INTERN_LIMIT:
+        table.clear()
+    table[key] = value
     return value
 
 

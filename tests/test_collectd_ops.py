@@ -1,0 +1,304 @@
+"""How the collector meets its operator: socket handling, permissions, systemd, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosqlite
+import pytest
+from conftest import Collector, send_all, write_config
+from test_collectd import ok
+from tlsrpt_collectd.daemon import Collector as Daemon
+from tlsrpt_collectd.receiver import Receiver
+
+from tlsrpt_reporter import config, store
+
+MakeCollector = Callable[..., Collector]
+
+
+def collectd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run tlsrpt-collectd to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "tlsrpt_collectd.daemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_a_stale_socket_file_is_replaced(make_collector: MakeCollector) -> None:
+    c = make_collector()
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    leftover.bind(str(c.socket))
+    leftover.close()  # the file stays: what a crashed collector leaves behind
+    assert c.socket.exists()
+    c.start()
+    send_all(c.socket, [ok()])
+    assert c.stop() == 0
+    assert c.counters()["accepted"] == 1
+
+
+def test_a_second_collector_on_a_live_socket_refuses_to_start(
+    make_collector: MakeCollector,
+) -> None:
+    first = make_collector("first").start()
+    second = make_collector("second", socket=first.socket)
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(30) == 1
+    assert "another collector is already running" in second.log()
+    # The first one is untouched and still counts.
+    send_all(first.socket, [ok()])
+    assert first.stop() == 0
+    assert first.counters()["accepted"] == 1
+
+
+def test_a_file_that_is_not_a_socket_is_never_replaced(make_collector: MakeCollector) -> None:
+    c = make_collector()
+    c.socket.write_text("precious")
+    c.start(wait=False)
+    assert c.proc is not None
+    assert c.proc.wait(30) == 1
+    assert "is not a socket" in c.log()
+    assert c.socket.read_text() == "precious"
+
+
+def test_socket_mode_and_group_decide_who_may_send(make_collector: MakeCollector) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test drops privileges with setpriv and must run as root (CI does)")
+    group = grp.getgrnam("nogroup")
+    c = make_collector(socket_mode="0660", socket_group="nogroup").start()
+    st = c.socket.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    assert st.st_gid == group.gr_gid
+    send = (
+        "import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+        f"s.sendto(sys.stdin.buffer.read(), {str(c.socket)!r})"
+    )
+
+    def as_nobody(gid: int) -> subprocess.CompletedProcess[bytes]:
+        cmd = ["setpriv", "--reuid=nobody", f"--regid={gid}", "--clear-groups"]
+        return subprocess.run(
+            [*cmd, sys.executable, "-c", send], input=ok("member.example"), capture_output=True
+        )
+
+    allowed = as_nobody(group.gr_gid)
+    assert allowed.returncode == 0, allowed.stderr
+    refused = as_nobody(grp.getgrnam("daemon").gr_gid)
+    assert refused.returncode != 0
+    assert b"PermissionError" in refused.stderr
+    assert c.stop() == 0
+    assert [x["domain"] for x in c.export()] == ["member.example"]
+
+
+def test_a_collector_running_unprivileged_cannot_bind_in_a_root_only_directory(
+    shared_dir: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test drops privileges with setpriv and must run as root (CI does)")
+    locked = shared_dir / "locked"
+    locked.mkdir(mode=0o755)
+    dbdir = shared_dir / "db"
+    dbdir.mkdir()
+    os.chown(dbdir, 65534, 65534)
+    cfg = shared_dir / "config.toml"
+    write_config(cfg, socket=locked / "c.sock", db=dbdir / "c.sqlite")
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-m", "tlsrpt_collectd.daemon", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot bind socket {locked / 'c.sock'}: Permission denied" in result.stderr
+
+
+def test_socket_passed_by_systemd_is_used_and_left_in_place(make_collector: MakeCollector) -> None:
+    c = make_collector()
+    # What systemd does: bind the socket, pass it as fd 3 with LISTEN_FDS/LISTEN_PID, exec.
+    activate = (
+        "import os, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.bind(sys.argv[1])\n"
+        "if s.fileno() != 3:\n"
+        "    os.dup2(s.fileno(), 3)\n"
+        "os.set_inheritable(3, True)\n"
+        "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n"
+        "os.execv(sys.argv[2], sys.argv[2:])\n"
+    )
+    elsewhere = c.workdir / "unused.sock"
+    text = c.config.read_text().replace(str(c.socket), str(elsewhere))
+    c.config.write_text(text)
+    c.start(prefix=(sys.executable, "-c", activate, str(c.socket)))
+    assert not elsewhere.exists(), "with a socket from systemd, no other socket is bound"
+    assert "(from systemd)" in c.log()
+    send_all(c.socket, [ok("activated.example")])
+    assert c.stop() == 0
+    assert c.socket.exists(), "the socket belongs to systemd and stays"
+    assert [x["domain"] for x in c.export()] == ["activated.example"]
+
+
+def test_check_config_accepts_a_good_file_and_names_the_bad_key(shared_dir: Path) -> None:
+    good = shared_dir / "good.toml"
+    write_config(good, socket="/run/x.sock", flush_interval=2, socket_mode="0666")
+    result = collectd("--check-config", "--config", str(good))
+    assert result.returncode == 0
+    assert "configuration OK" in result.stdout
+    bad = shared_dir / "bad.toml"
+    write_config(bad, flush_interval="often")
+    result = collectd("--check-config", "--config", str(bad))
+    assert result.returncode == 2
+    assert "collectd.flush_interval" in result.stderr
+    assert "'often'" in result.stderr
+    missing = collectd("--check-config", "--config", str(shared_dir / "nope.toml"))
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
+    nogroup = shared_dir / "group.toml"
+    write_config(nogroup, socket_group="no-such-group-here")
+    result = collectd("--check-config", "--config", str(nogroup))
+    assert result.returncode == 2
+    assert "no-such-group-here" in result.stderr
+
+
+def test_command_line_overrides_the_file_and_is_checked_too(shared_dir: Path) -> None:
+    cfg = shared_dir / "c.toml"
+    write_config(cfg, flush_interval=1)
+    result = collectd("--config", str(cfg), "--flush-interval", "-3")
+    assert result.returncode == 2
+    assert "collectd.flush_interval" in result.stderr
+
+
+def test_a_dead_receive_process_is_replaced_and_counting_goes_on(
+    make_collector: MakeCollector,
+) -> None:
+    c = make_collector().start()
+    assert c.proc is not None
+    send_all(c.socket, [ok("one.example")])
+    c.wait_for_counter("accepted", 1)
+    child = int(Path(f"/proc/{c.proc.pid}/task/{c.proc.pid}/children").read_text().split()[0])
+    os.kill(child, signal.SIGKILL)
+    c.wait_for_log("ready: receiving", count=2)
+    assert "the receive process exited" in c.log()
+    send_all(c.socket, [ok("two.example")])
+    assert c.stop() == 0
+    assert sorted(x["domain"] for x in c.export()) == ["one.example", "two.example"]
+
+
+def test_journald_lines_carry_a_priority_prefix(make_collector: MakeCollector) -> None:
+    c = make_collector(max_datagram_size=1024)
+    c.extra_env["JOURNAL_STREAM"] = "8:1234"
+    c.start()
+    send_all(c.socket, [b"garbage"])
+    c.wait_for_log("rejected datagram")
+    assert c.stop() == 0
+    lines = c.log().splitlines()
+    assert lines, "nothing logged"
+    assert all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines
+    assert any(line.startswith("<4>rejected datagram: not-json") for line in lines)
+
+
+def test_counts_on_both_sides_of_utc_midnight_land_on_their_own_days(tmp_path: Path) -> None:
+    """The receive process stamps each datagram; a batch never spans midnight, and one flush
+    holding two days writes each count to its own day."""
+    midnight = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    times = iter([midnight - 0.2, midnight - 0.1, midnight + 0.1, midnight + 0.2, midnight + 0.3])
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(tmp_path / "s.sock"))
+    read_fd, write_fd = os.pipe()
+    receiver = Receiver(server, write_fd, 4096, 1 << 20, clock=lambda: next(times))
+    for i in range(5):
+        send_all(tmp_path / "s.sock", [ok(f"d{i}.example")])
+    server.setblocking(False)
+    receiver.drain()
+    receiver.flush(block=True)
+    os.close(write_fd)
+    frames = os.read(read_fd, 1 << 20)
+    db = tmp_path / "c.sqlite"
+    store.connect(db).close()
+    daemon = Daemon(config.CollectdConfig(db=str(db)))
+    daemon._buf += frames
+    daemon._consume()
+
+    async def flush() -> bool:
+        async with aiosqlite.connect(db, isolation_level=None) as conn:
+            return await daemon._flush(conn)
+
+    assert asyncio.run(flush())
+    conn = store.connect(db, create=False)
+    before = [x["domain"] for x in store.iter_day(conn, "2025-12-31")]
+    after = [x["domain"] for x in store.iter_day(conn, "2026-01-01")]
+    assert before == ["d0.example", "d1.example"]
+    assert after == ["d2.example", "d3.example", "d4.example"]
+    assert store.day_counters(conn, "2025-12-31")["accepted"] == 2
+    assert store.day_counters(conn, "2026-01-01")["accepted"] == 3
+    conn.close()
+
+
+def test_export_of_a_missing_database_fails_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "export", "--db",
+         str(tmp_path / "none.sqlite"), "--day", "2026-01-01"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no collector database at" in result.stderr
+    assert not (tmp_path / "none.sqlite").exists()
+    bad_day = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "export", "--day", "yesterday"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad_day.returncode == 2
+    assert "is not a day like" in bad_day.stderr
+
+
+def test_replay_sends_each_line_and_reports_sent_and_dropped(make_collector: MakeCollector) -> None:
+    c = make_collector().start()
+    lines = [ok(f"r{i}.example") for i in range(50)]
+    replay_file = c.workdir / "sessions.jsonl"
+    replay_file.write_bytes(b"\n".join(lines[:25]) + b"\n\n" + b"\n".join(lines[25:]) + b"\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "replay", str(replay_file),
+         "--socket", str(c.socket), "--wait", "--rate", "5000"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "sent 50, dropped 0, skipped 1 blank lines"
+    assert c.stop() == 0
+    assert c.counters()["accepted"] == 50
+    missing = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "replay", str(replay_file),
+         "--socket", str(c.workdir / "gone.sock")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert "cannot send to collector socket" in missing.stderr
+
+
+def test_replay_without_wait_counts_drops_when_nobody_reads(shared_dir: Path) -> None:
+    path = shared_dir / "deaf.sock"
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(path))
+    replay_file = shared_dir / "s.jsonl"
+    replay_file.write_bytes(b"\n".join(ok(f"x{i}.example") for i in range(1000)) + b"\n")
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "replay", str(replay_file),
+         "--socket", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    deaf.close()
+    assert result.returncode == 0
+    sent, dropped = (int(w.rstrip(",")) for w in result.stdout.split()[1:4:2])
+    assert sent + dropped == 1000
+    assert dropped > 0, "an unread socket fills up; libtlsrpt-style sends drop"
+    assert time.monotonic() - start < 30
