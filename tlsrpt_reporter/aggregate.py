@@ -127,8 +127,8 @@ class Aggregate:
             *((note, times) for note in datagram.notes),
         ):
             if n:
-                key = (day, name)
-                counters[key] = counters.get(key, 0) + n
+                ckey = (day, name)
+                counters[ckey] = counters.get(ckey, 0) + n
         return True
 
     def reject(self, day: str, reason: str) -> None:

@@ -235,10 +235,10 @@ def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
         original = values[-1]
         values[-1] = f"{reason}: {original}" if original else reason
         result_type = "validation-failure"
-    key = (result_type, *values)
-    detail = _DETAILS.get(key)
+    dkey = (result_type, *values)
+    detail = _DETAILS.get(dkey)
     if detail is None:
-        detail = _intern(_DETAILS, key, FailureDetail(*key))
+        detail = _intern(_DETAILS, dkey, FailureDetail(*dkey))
     return detail
 
 
