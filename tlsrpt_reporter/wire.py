@@ -238,7 +238,7 @@ def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
     dkey = (result_type, *values)
     detail = _DETAILS.get(dkey)
     if detail is None:
-        detail = _intern(_DETAILS, dkey, FailureDetail(*dkey))
+        detail = _intern(_DETAILS, dkey, FailureDetail(result_type, *values))
     return detail
 
 
