@@ -78,6 +78,9 @@ class Collector:
         self._eof: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._owns_socket = False
+        self._oversize = DatagramRejected(
+            "oversize", f"larger than collectd.max_datagram_size = {cfg.max_datagram_size} bytes"
+        )
         # day -> {raw datagram: [decoded, times seen]}, and day -> [first, last] receive time
         self._front: dict[str, dict[bytes, list[Any]]] = {}
         self._front_span: dict[str, list[float]] = {}
@@ -171,15 +174,7 @@ class Collector:
             (size,) = unpack(view, pos)
             pos += 4
             if size & OVERSIZE_FLAG:
-                self._reject(
-                    day,
-                    when,
-                    DatagramRejected(
-                        "oversize",
-                        f"{size & ~OVERSIZE_FLAG} bytes, "
-                        f"the limit is collectd.max_datagram_size = {self.cfg.max_datagram_size}",
-                    ),
-                )
+                self._reject(day, when, self._oversize)
                 continue
             data = view[pos : pos + size].tobytes()
             pos += size

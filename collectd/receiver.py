@@ -9,7 +9,8 @@ reads slowly it buffers up to a byte cap, then counts what it had to drop.
 Frames on the pipe (little-endian):
     header ``<BIId``: kind, payload length, count, receive time (Unix seconds)
     kind 0 (batch): ``count`` datagrams, each ``<I`` length + bytes; a length with the top bit
-        set means the datagram was larger than the cap (the low bits hold the size, no bytes);
+        set means the datagram was larger than the cap (no bytes follow; the receive buffer is
+        one byte over the cap, so the true size is not known);
         every datagram of a batch was received on the same UTC day as ``time``.
     kind 1 (dropped): ``count`` datagrams were dropped for lack of buffer at ``time``; no payload.
     kind 2 (ready): the receive loop is running; sent once at start.
@@ -99,7 +100,7 @@ class Receiver:
                     continue
                 size = len(data)
                 if size > self.max_size:
-                    parts.append(pack(OVERSIZE_FLAG | min(size, OVERSIZE_FLAG - 1)))
+                    parts.append(pack(OVERSIZE_FLAG))
                 else:
                     parts.append(pack(size))
                     parts.append(data)

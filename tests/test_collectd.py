@@ -315,9 +315,15 @@ def test_memory_bound_drops_only_new_keys_while_the_database_is_locked(
     locker.execute("BEGIN EXCLUSIVE")
     send_all(c.socket, [ok(f"n{i}.example") for i in range(1500)])
     c.wait_for_log("memory bound reached")
+    # Stop while still locked: the collector drains and folds everything it received before
+    # its final flush, so all 1500 met the bound; then let the final flush through.
+    assert c.proc is not None
+    c.proc.send_signal(signal.SIGTERM)
+    c.wait_for_log("stopping")
+    time.sleep(1.0)
     locker.execute("COMMIT")
     locker.close()
-    assert c.stop() == 0
+    assert c.proc.wait(60) == 0
     counters = c.counters()
     assert counters["dropped:memory-full"] > 0
     assert counters["accepted"] + counters["dropped:memory-full"] == 1501
@@ -360,3 +366,25 @@ def test_full_disk_keeps_collecting_and_catches_up_when_space_returns(
             c.proc.kill()
             c.proc.wait()
         os.system(f"umount {disk}")
+
+
+def test_days_older_than_the_retention_are_deleted_at_start(make_collector: MakeCollector) -> None:
+    from tlsrpt_reporter import store
+    from tlsrpt_reporter.aggregate import Aggregate
+    from tlsrpt_reporter.wire import decode
+
+    c = make_collector(retention_days=3)
+    agg = Aggregate()
+    for day in ("2001-02-03", time.strftime("%Y-%m-%d", time.gmtime(time.time() - 2 * 86400))):
+        agg.add(day, 1.0, decode(ok(f"{day}.example")))
+    conn = store.connect(c.db)
+    store.write(conn, store.build_batch(agg))
+    conn.close()
+    c.start()
+    assert c.stop() == 0
+    conn = store.connect(c.db, create=False)
+    assert list(store.iter_day(conn, "2001-02-03")) == []
+    assert store.day_counters(conn, "2001-02-03") == {}
+    kept = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 2 * 86400))
+    assert [x["domain"] for x in store.iter_day(conn, kept)] == [f"{kept}.example"]
+    conn.close()

@@ -79,14 +79,6 @@ def test_value_error_names_the_problem() -> None:
         normalize_domain("-bad-.com")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "domain.py strips only an ASCII trailing '.' before IDNA mapping; UTS #46 then maps a "
-        "trailing U+3002/U+FF0E/U+FF61 to '.', which leaves an empty last label and a "
-        "ValueError, although the same dot between labels is accepted"
-    ),
-)
 @pytest.mark.parametrize("dot", ["\u3002", "\uff0e", "\uff61"])
 def test_trailing_ideographic_full_stop_is_a_trailing_dot(dot: str) -> None:
     assert normalize_domain("bücher.example" + dot) == "xn--bcher-kva.example"

@@ -157,9 +157,17 @@ def test_protocol_examples_decode_to_their_rfc_8460_meaning() -> None:
     assert (result.policy.policy_string, result.policy.mx_host) == ((), ())
 
 
-def test_libtlsrpt_layout_with_space_after_string_colons_decodes() -> None:
-    data = b'{"d": "example.com","dpv": "1","policies":[{"policy-type":9,"t":0,"f":0}]}'
-    assert wire.decode(data).domain == "example.com"
+def test_libtlsrpt_layout_with_spaces_and_newlines_decodes() -> None:
+    # libtlsrpt writes `"key": "value"` and starts each policy on a new line ("\n,{").
+    data = (
+        b'{"dpv": "1","d": "Example.COM.","pr": "v=TLSRPTv1; rua=mailto:t@example.com"\n'
+        b',"policies":[{"policy-type":9,"policy-domain": "example.com","t":0,"f":0}\n'
+        b',{"policy-type":2,"policy-domain": "example.com","t":0,"f":1}]}'
+    )
+    decoded = wire.decode(data)
+    assert decoded.domain == "example.com"
+    assert [r.policy.policy_type for r in decoded.results] == ["no-policy-found", "sts"]
+    assert [r.failed for r in decoded.results] == [False, True]
 
 
 @pytest.mark.parametrize(("code", "name"), sorted(SPEC_RESULT_CODES.items()))
@@ -515,11 +523,7 @@ def test_shallow_unknown_value_is_not_too_deep() -> None:
 # --- properties -----------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**6), 10**6)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=12),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),

@@ -101,13 +101,15 @@ class Aggregate:
             return False
         self.records[record_key] = max(now, self.records.get(record_key, now))
         failures = details = 0
+        first = now if first_seen is None else first_seen
         for key, result in zip(policy_keys, datagram.results, strict=True):
             counts = self.policies.get(key)
             if counts is None:
-                counts = self.policies[key] = PolicyCounts(
-                    first_seen=now if first_seen is None else first_seen, last_seen=now
-                )
-            counts.last_seen = max(counts.last_seen, now)
+                counts = self.policies[key] = PolicyCounts(first_seen=first, last_seen=now)
+            else:
+                # Batches can be folded out of order (and clocks step back): keep the extremes.
+                counts.first_seen = min(counts.first_seen, first)
+                counts.last_seen = max(counts.last_seen, now)
             if result.failed:
                 counts.failed += times
                 failures += times

@@ -28,6 +28,9 @@ def normalize_domain(name: str) -> str:
             name = idna.encode(name, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
             raise ValueError(f"not a valid internationalised domain name ({exc})") from None
+        # UTS #46 maps ideographic and fullwidth full stops to ".": one may have been trailing.
+        if name.endswith("."):
+            name = name[:-1]
     name = name.lower()
     if len(name) > _MAX_NAME:
         raise ValueError(f"domain name longer than {_MAX_NAME} characters")

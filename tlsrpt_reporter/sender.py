@@ -54,25 +54,33 @@ class DatagramSender:
         self.close()
 
 
+# libtlsrpt's JSON escapes: the short forms where JSON has them, \u00XX for other controls.
+_SHORT_ESCAPES = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n",
+                  0x0D: b"\\r", 0x09: b"\\t"}  # fmt: skip
+
+
 def _escape(value: str | bytes) -> bytes:
-    """libtlsrpt's string escaping: quote, backslash and control characters; bytes >= 0x80 pass
-    through untouched (so invalid UTF-8 from a remote server reaches the collector as is)."""
+    """libtlsrpt's string escaping: quote, backslash and control characters (DEL included);
+    bytes >= 0x80 pass through untouched, so invalid UTF-8 from a remote server reaches the
+    collector as it is."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-    out = bytearray()
+    out = bytearray(b'"')
     for b in raw:
-        if b in (0x22, 0x5C):
-            out += b"\\" + bytes((b,))
-        elif b < 0x20:
+        short = _SHORT_ESCAPES.get(b)
+        if short is not None:
+            out += short
+        elif b < 0x20 or b == 0x7F:
             out += b"\\u%04x" % b
         else:
             out.append(b)
-    return b'"' + bytes(out) + b'"'
+    out += b'"'
+    return bytes(out)
 
 
 def _member(key: str, value: Any) -> bytes:
     if isinstance(value, str | bytes):
         return _escape(key) + b": " + _escape(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return _escape(key) + b":" + str(value).encode()
     if isinstance(value, Sequence):
         return _escape(key) + b":[" + b",".join(_value(v) for v in value) + b"]"

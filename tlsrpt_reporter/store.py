@@ -208,29 +208,36 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
         raise StoreError(f"no collector database at {path}: check --db or [collectd] db")
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    try:
         conn.execute("PRAGMA busy_timeout = 10000")
         if create:
             migrate(conn)
         else:
-            _check_version(conn, path)
+            _check_version(conn)
+    except StoreError as exc:
+        conn.close()
+        raise StoreError(f"database {path}: {exc}") from None
     except sqlite3.Error as exc:
+        conn.close()
         raise StoreError(f"cannot open database {path}: {exc}") from None
     return conn
 
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the schema to :data:`SCHEMA_VERSION` and switch to WAL (idempotent)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"schema version {version} is newer than this program's ({SCHEMA_VERSION}): "
+            "upgrade tlsrpt-reporter"
+        )
     # WAL: the reporter reads while the collector writes, and a SIGKILL never corrupts.
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     # Truncate the WAL after checkpoints: a long outage must not leave a huge file behind.
     conn.execute("PRAGMA journal_size_limit = 67108864")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {version} is newer than this program's "
-            f"({SCHEMA_VERSION}): upgrade tlsrpt-reporter"
-        )
     for target in range(version, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -244,12 +251,17 @@ def migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-def _check_version(conn: sqlite3.Connection, path: Path) -> None:
+def _check_version(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         raise StoreError(
-            f"database {path} has schema version {version}, this program reads "
-            f"{SCHEMA_VERSION}: run the matching tlsrpt-collectd once to migrate it"
+            f"schema version {version} is newer than this program's ({SCHEMA_VERSION}): "
+            "upgrade tlsrpt-reporter"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"schema version {version} is older than this program's ({SCHEMA_VERSION}): "
+            "start the upgraded tlsrpt-collectd once to migrate it"
         )
 
 
