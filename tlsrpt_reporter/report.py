@@ -1,0 +1,315 @@
+"""RFC 8460 report building: a day's aggregates for one report domain -> report bytes.
+
+Pure code: export-shaped lines in (shared/INTERFACE.md; one or many sources, equal policies and
+failure details are merged by adding), a frozen :class:`BuiltReport` out. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tlsrpt_reporter.domain import normalize_domain
+from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.model import DETAIL_FIELDS, RESULT_TYPES
+
+# RFC 5322 §3.2.3 atext, for the left side of a msg-id (RFC 8460 §5.3 Report-ID).
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_IP_FIELDS = ("sending-mta-ip", "receiving-ip")
+
+
+class ReportError(TlsRptError):
+    """A report cannot be built from the given data or identity."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who sends the reports (RFC 8460 §4.4 organization-name, contact-info)."""
+
+    organization_name: str
+    contact_info: str
+
+    @property
+    def submitter(self) -> str:
+        """The TLS-Report-Submitter: the domain of contact-info (RFC 8460 §5.3)."""
+        return self.contact_info.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Session counts of a report, for logs and the human-readable text."""
+
+    successful: int
+    failed: int
+    policies: int
+    failure_details: int
+    capped: int  # failure-detail entries folded away by the cap
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    """One report, ready to store and send; its bytes never change after building."""
+
+    domain: str
+    day: str
+    report_id: str  # a msg-id without angle brackets: left@right
+    filename: str
+    document: dict[str, Any]
+    json_bytes: bytes
+    gzip_bytes: bytes
+    totals: Totals
+
+
+def report_id(day: str, domain: str, submitter: str) -> str:
+    """A stable Report-ID for (day, domain, submitter): retries and rebuilds reuse it, so a
+    receiver can drop duplicates (RFC 8460 §5.3)."""
+    return f"{day.replace('-', '.')}.{_short_hash(domain)}@{submitter}"
+
+
+def _short_hash(domain: str) -> str:
+    return hashlib.blake2b(domain.encode(), digest_size=8).hexdigest()
+
+
+def day_range(day: str) -> tuple[int, int]:
+    """The first and last second of a UTC day as Unix times."""
+    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+    first = int(start.timestamp())
+    return first, first + 86399
+
+
+def filename(submitter: str, domain: str, day: str) -> str:
+    """RFC 8460 §5.3 file name; the unique-id is letters and digits only."""
+    first, last = day_range(day)
+    return f"{submitter}!{domain}!{first}!{last}!{_short_hash(domain)}.json.gz"
+
+
+def build(
+    day: str,
+    domain: str,
+    lines: Iterable[Mapping[str, Any]],
+    identity: Identity,
+    max_failure_details: int = 1000,
+) -> BuiltReport:
+    """Build the report of ``domain`` for ``day`` from its export lines.
+
+    Lines of other domains or days are ignored. Raises ReportError when there is nothing to
+    report or the identity is unusable.
+    """
+    _check_identity(identity)
+    merged = _merge(line for line in lines if line["day"] == day and line["domain"] == domain)
+    if not merged:
+        raise ReportError(f"no data for {domain} on {day}")
+    policies = []
+    successful = failed = details_total = capped = 0
+    for (policy_key, _), (counts, details) in sorted(merged.items(), key=lambda kv: kv[0][1]):
+        entry: dict[str, Any] = {
+            "policy": _policy(policy_key),
+            "summary": {
+                "total-successful-session-count": counts[0],
+                "total-failure-session-count": counts[1],
+            },
+        }
+        successful += counts[0]
+        failed += counts[1]
+        # Largest counts first, then a stable order; the cap keeps reports well under the
+        # 10 MB receivers accept (RFC8460-SENDER §3); the summary still counts every session.
+        ordered = sorted(details.items(), key=lambda kv: (-kv[1], kv[0]))
+        capped += max(0, len(ordered) - max_failure_details)
+        kept = ordered[:max_failure_details]
+        if kept:
+            entry["failure-details"] = [_detail(fields, n) for fields, n in kept]
+            details_total += len(kept)
+        policies.append(entry)
+    first, last = day_range(day)
+    rid = report_id(day, domain, identity.submitter)
+    # RFC 8460 §4.4: key order as in the RFC's example; one full UTC day (ecosystem practice).
+    document = {
+        "organization-name": identity.organization_name,
+        "date-range": {
+            "start-datetime": _rfc3339(first),
+            "end-datetime": _rfc3339(last),
+        },
+        "contact-info": identity.contact_info,
+        "report-id": rid,
+        "policies": policies,
+    }
+    json_bytes = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return BuiltReport(
+        domain=domain,
+        day=day,
+        report_id=rid,
+        filename=filename(identity.submitter, domain, day),
+        document=document,
+        json_bytes=json_bytes,
+        gzip_bytes=gzip.compress(json_bytes, compresslevel=9, mtime=0),
+        totals=Totals(successful, failed, len(policies), details_total, capped),
+    )
+
+
+def _check_identity(identity: Identity) -> None:
+    if not identity.organization_name.strip():
+        raise ReportError("reporter.organization_name is empty: set your organisation's name")
+    local, _, domain = identity.contact_info.rpartition("@")
+    if not local or not domain or any(c.isspace() or c in '<>"' for c in identity.contact_info):
+        raise ReportError(
+            f"reporter.contact_info {identity.contact_info!r} is not an address like "
+            "tlsrpt@example.net"
+        )
+    try:
+        normalize_domain(domain)
+    except ValueError as exc:
+        raise ReportError(f"reporter.contact_info has a bad domain {domain!r}: {exc}") from None
+
+
+# (policy-type, policy-domain, policy-string, mx-host) ; details keyed by their field tuple.
+_PolicyKey = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+_DetailKey = tuple[str, ...]
+
+
+def _merge(
+    lines: Iterable[Mapping[str, Any]],
+) -> dict[tuple[_PolicyKey, str], tuple[list[int], dict[_DetailKey, int]]]:
+    merged: dict[tuple[_PolicyKey, str], tuple[list[int], dict[_DetailKey, int]]] = {}
+    for line in lines:
+        p = line["policy"]
+        policy_type = p["policy-type"]
+        key: _PolicyKey = (
+            policy_type,
+            p["policy-domain"],
+            tuple(p.get("policy-string", ())),
+            # RFC 8460 §4.4: mx-host belongs to MTA-STS policies only.
+            tuple(_mx_pattern(m) for m in p.get("mx-host", ())) if policy_type == "sts" else (),
+        )
+        sort_key = json.dumps(key)
+        counts, details = merged.setdefault((key, sort_key), ([0, 0], {}))
+        summary = line["summary"]
+        counts[0] += summary["total-successful-session-count"]
+        counts[1] += summary["total-failure-session-count"]
+        for d in line.get("failure-details", ()):
+            dkey = _detail_key(d)
+            details[dkey] = details.get(dkey, 0) + d["failed-session-count"]
+    return merged
+
+
+def _detail_key(d: Mapping[str, Any]) -> _DetailKey:
+    result_type = d["result-type"]
+    if result_type not in RESULT_TYPES:
+        raise ReportError(f"unknown result-type {result_type!r} in the collected data")
+    values = [result_type]
+    for name in DETAIL_FIELDS:
+        value = d.get(name) or ""
+        if value and name in _IP_FIELDS and not _is_ip(value):
+            value = ""  # strict consumers reject anything but an IP address here (§8)
+        values.append(value)
+    return tuple(values)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _mx_pattern(pattern: str) -> str:
+    """An MTA-STS mx pattern as an A-label (RFC 8461 §4.1 allows a leading "*.")."""
+    wildcard = pattern.startswith("*.")
+    try:
+        name = normalize_domain(pattern[2:] if wildcard else pattern)
+    except ValueError:
+        return pattern
+    return f"*.{name}" if wildcard else name
+
+
+def _policy(key: _PolicyKey) -> dict[str, Any]:
+    policy_type, policy_domain, strings, mx_hosts = key
+    # RFC 8460 §4.4: policy-string is an array (empty for no-policy-found); mx-host an array
+    # (erratum 6241: never a bare string).
+    out: dict[str, Any] = {
+        "policy-type": policy_type,
+        "policy-string": list(strings),
+        "policy-domain": policy_domain,
+    }
+    if policy_type == "sts":
+        out["mx-host"] = list(mx_hosts)
+    return out
+
+
+def _detail(fields: _DetailKey, count: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"result-type": fields[0]}
+    for name, value in zip(DETAIL_FIELDS, fields[1:], strict=True):
+        if value:  # never null or "" (RFC8460-SENDER §3)
+            out[name] = value
+    out["failed-session-count"] = count
+    return out
+
+
+def _rfc3339(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_EXPLANATIONS = {
+    "starttls-not-supported": "the receiving MX did not offer STARTTLS",
+    "certificate-host-mismatch": "the MX certificate does not match the MX host name",
+    "certificate-expired": "the MX certificate has expired",
+    "certificate-not-trusted": "the MX certificate is not signed by a trusted authority",
+    "validation-failure": "TLS could not be validated (other reason, see the reason code)",
+    "tlsa-invalid": "the TLSA records did not match the MX certificate (DANE)",
+    "dnssec-invalid": "DNSSEC validation of the TLSA lookup failed (DANE)",
+    "dane-required": "DANE was required but no usable TLSA records were found",
+    "sts-policy-fetch-error": "the MTA-STS policy could not be fetched",
+    "sts-policy-invalid": "the MTA-STS policy could not be parsed",
+    "sts-webpki-invalid": "the MTA-STS policy host's HTTPS certificate is not valid",
+}
+
+
+def summary_text(report: BuiltReport, identity: Identity) -> str:
+    """The human-readable text part of a report mail (RFC 8460 §5.3)."""
+    t = report.totals
+    first, last = day_range(report.day)
+    lines = [
+        f"This is an SMTP TLS report (RFC 8460) from {identity.organization_name} "
+        f"for mail sent to {report.domain}.",
+        "",
+        f"Period:     {_rfc3339(first)} to {_rfc3339(last)}",
+        f"Report-ID:  <{report.report_id}>",
+        f"Sessions:   {t.successful + t.failed} ({t.successful} successful, {t.failed} failed)",
+        f"Policies:   {t.policies}",
+    ]
+    failures: dict[str, int] = {}
+    for entry in report.document["policies"]:
+        for d in entry.get("failure-details", ()):
+            name = d["result-type"]
+            failures[name] = failures.get(name, 0) + d["failed-session-count"]
+    if failures:
+        lines += ["", "Failures:"]
+        for name, n in sorted(failures.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {n:8d}  {name}: {_EXPLANATIONS[name]}")
+    if t.capped:
+        lines += ["", f"{t.capped} less frequent failure details were left out of the report."]
+    lines += [
+        "",
+        "The attached file holds the machine-readable report.",
+        f"Questions about this report: {identity.contact_info}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_report_id(value: str) -> None:
+    """Raise ReportError unless ``value`` is a msg-id without brackets (RFC 8460 §5.3)."""
+    left, _, right = value.partition("@")
+    if not _DOT_ATOM.fullmatch(left) or not _DOT_ATOM.fullmatch(right):
+        raise ReportError(f"Report-ID {value!r} is not a msg-id like left@right")
+
+
+def domains_of(lines: Sequence[Mapping[str, Any]], day: str) -> list[str]:
+    """The report domains present in ``lines`` for ``day``, sorted."""
+    return sorted({line["domain"] for line in lines if line["day"] == day})
