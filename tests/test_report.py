@@ -1,0 +1,223 @@
+"""The pure report builder and the shipped schema (RFC 8460 §4, §5.3)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tlsrpt_reporter import report, schema
+from tlsrpt_reporter.report import Identity, ReportError
+from tlsrpt_reporter.schema import SchemaError
+
+DAY = "2026-03-01"
+ME = Identity("Example Mail Ltd", "tlsrpt@Example.NET")
+
+
+def line(
+    domain: str = "example.com",
+    policy: dict[str, Any] | None = None,
+    ok: int = 10,
+    failed: int = 0,
+    details: list[dict[str, Any]] | None = None,
+    record: str = "v=TLSRPTv1; rua=mailto:r@example.com",
+) -> dict[str, Any]:
+    """An export line (shared/INTERFACE.md)."""
+    return {
+        "day": DAY,
+        "domain": domain,
+        "record": record,
+        "policy": policy or {"policy-type": "no-policy-found", "policy-domain": domain},
+        "summary": {"total-successful-session-count": ok, "total-failure-session-count": failed},
+        "failure-details": details or [],
+    }
+
+
+STS = {
+    "policy-type": "sts",
+    "policy-domain": "example.com",
+    "policy-string": ["version: STSv1", "mode: enforce", "mx: mail.example.com", "max_age: 1"],
+    "mx-host": ["Mail.Example.COM.", "*.Backup.example.com"],
+}
+
+
+def test_a_success_only_day_is_a_full_valid_report() -> None:
+    r = report.build(DAY, "example.com", [line()], ME)
+    schema.validate(r.document)
+    doc = r.document
+    assert list(doc) == [
+        "organization-name", "date-range", "contact-info", "report-id", "policies",
+    ]  # fmt: skip
+    assert doc["date-range"] == {
+        "start-datetime": "2026-03-01T00:00:00Z",
+        "end-datetime": "2026-03-01T23:59:59Z",
+    }
+    assert doc["policies"] == [
+        {
+            "policy": {
+                "policy-type": "no-policy-found",
+                "policy-string": [],
+                "policy-domain": "example.com",
+            },
+            "summary": {"total-successful-session-count": 10, "total-failure-session-count": 0},
+        }
+    ]
+    assert json.loads(gzip.decompress(r.gzip_bytes)) == doc
+    assert "null" not in r.json_bytes.decode()
+
+
+def test_report_id_is_a_stable_msg_id_and_the_file_name_follows_the_rfc() -> None:
+    a = report.build(DAY, "example.com", [line()], ME)
+    b = report.build(DAY, "example.com", [line(ok=99)], ME)
+    assert a.report_id == b.report_id, "stable across rebuilds of the same report"
+    assert a.report_id != report.build(DAY, "example.org", [line("example.org")], ME).report_id
+    assert a.report_id != report.build("2026-03-02", "example.com",
+                                       [{**line(), "day": "2026-03-02"}], ME).report_id  # fmt: skip
+    left, right = a.report_id.split("@")
+    assert right == "example.net", "the submitter is contact-info's domain, lower-cased"
+    assert re.fullmatch(r"[A-Za-z0-9.]+", left) and ":" not in left
+    report.check_report_id(a.report_id)
+    assert a.document["report-id"] == a.report_id
+    # RFC 8460 §5.3: submitter!policy-domain!begin!end!unique-id.json.gz
+    m = re.fullmatch(r"example\.net!example\.com!(\d+)!(\d+)!([A-Za-z0-9]+)\.json\.gz", a.filename)
+    assert m, a.filename
+    assert int(m[1]) == 1772323200 and int(m[2]) == 1772323200 + 86399
+
+
+def test_policies_are_merged_across_lines_and_sources_and_details_add_up() -> None:
+    detail = {"result-type": "certificate-expired", "sending-mta-ip": "192.0.2.1",
+              "receiving-ip": "198.51.100.7", "failed-session-count": 2}  # fmt: skip
+    lines = [
+        line(policy=STS, ok=5, failed=2, details=[detail]),
+        line(policy=STS, ok=7, failed=1, details=[{**detail, "failed-session-count": 1}]),
+        # The same record spelled differently is the same record; the policy merges anyway.
+        line(policy=STS, ok=1, record="v=TLSRPTv1;rua=mailto:r@example.com"),
+        line(ok=3),
+    ]
+    r = report.build(DAY, "example.com", lines, ME)
+    schema.validate(r.document)
+    by_type = {p["policy"]["policy-type"]: p for p in r.document["policies"]}
+    sts = by_type["sts"]
+    assert sts["summary"] == {
+        "total-successful-session-count": 13,
+        "total-failure-session-count": 3,
+    }
+    assert sts["failure-details"] == [{**detail, "failed-session-count": 3}]
+    assert sts["policy"]["mx-host"] == ["mail.example.com", "*.backup.example.com"]
+    assert by_type["no-policy-found"]["summary"]["total-successful-session-count"] == 3
+    assert r.totals.successful == 16 and r.totals.failed == 3
+
+
+def test_dane_policies_keep_their_own_policy_domain_and_drop_mx_host() -> None:
+    tlsa = {"policy-type": "tlsa", "policy-domain": "mx.example.com",
+            "policy-string": ["3 1 1 AB"], "mx-host": ["mx.example.com"]}  # fmt: skip
+    r = report.build(DAY, "example.com", [line(policy=tlsa)], ME)
+    schema.validate(r.document)
+    policy = r.document["policies"][0]["policy"]
+    assert policy["policy-domain"] == "mx.example.com"
+    assert "mx-host" not in policy
+
+
+def test_the_failure_detail_cap_keeps_the_largest_and_the_summary_keeps_every_session() -> None:
+    details = [
+        {"result-type": "starttls-not-supported", "receiving-ip": f"198.51.100.{i}",
+         "failed-session-count": i}
+        for i in range(1, 21)
+    ]  # fmt: skip
+    r = report.build(DAY, "example.com", [line(failed=210, details=details)], ME,
+                     max_failure_details=5)  # fmt: skip
+    kept = r.document["policies"][0]["failure-details"]
+    assert [d["failed-session-count"] for d in kept] == [20, 19, 18, 17, 16]
+    assert r.document["policies"][0]["summary"]["total-failure-session-count"] == 210
+    assert r.totals.capped == 15
+    assert "15 less frequent failure details were left out" in report.summary_text(r, ME)
+
+
+def test_unknown_optional_values_and_bad_ips_are_omitted_never_null_or_empty() -> None:
+    detail = {"result-type": "validation-failure", "sending-mta-ip": "not-an-ip",
+              "receiving-ip": "", "receiving-mx-helo": None, "failed-session-count": 1}  # fmt: skip
+    r = report.build(DAY, "example.com", [line(failed=1, details=[detail])], ME)
+    schema.validate(r.document)
+    assert r.document["policies"][0]["failure-details"] == [
+        {"result-type": "validation-failure", "failed-session-count": 1}
+    ]
+
+
+def test_identity_and_data_errors_are_refused_with_the_key_named() -> None:
+    with pytest.raises(ReportError, match="organization_name"):
+        report.build(DAY, "example.com", [line()], Identity(" ", "a@example.net"))
+    with pytest.raises(ReportError, match="contact_info"):
+        report.build(DAY, "example.com", [line()], Identity("Org", "nobody"))
+    with pytest.raises(ReportError, match=r"no data for example\.org"):
+        report.build(DAY, "example.org", [line()], ME)
+    bad = line(failed=1, details=[{"result-type": "mystery", "failed-session-count": 1}])
+    with pytest.raises(ReportError, match="mystery"):
+        report.build(DAY, "example.com", [bad], ME)
+
+
+def _valid() -> dict[str, Any]:
+    detail = {"result-type": "certificate-expired", "sending-mta-ip": "192.0.2.1",
+              "failed-session-count": 1}  # fmt: skip
+    return report.build(DAY, "example.com", [line(policy=STS, failed=1, details=[detail])],
+                        ME).document  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        (lambda d: d["policies"][0]["policy"].__setitem__("mx-host", "mail.example.com"),
+         "mx-host must be an array (erratum 6241)"),
+        (lambda d: d["policies"][0]["policy"].__setitem__("policy-string", "version: STSv1"),
+         "policy-string must be an array"),
+        (lambda d: d["policies"][0]["failure-details"][0].__setitem__("result-type", "other"),
+         "only the eleven result types"),
+        (lambda d: d["policies"][0]["failure-details"][0].__setitem__("sending-mta-ip", "x"),
+         "a real IP string"),
+        (lambda d: d["policies"][0]["failure-details"][0].__setitem__("receiving-ip", None),
+         "no null"),
+        (lambda d: d["policies"][0]["failure-details"][0].__setitem__("receiving-mx-helo", ""),
+         "no empty string"),
+        (lambda d: d.__setitem__("policies", {}), "policies is always an array"),
+        (lambda d: d.__setitem__("report-id", "<a@b>"), "report-id without brackets"),
+        (lambda d: d.__setitem__("report-id", "a:b@example.net"), "dot-atom left side"),
+        (lambda d: d["date-range"].__setitem__("end-datetime", "2026-03-01"), "RFC 3339 time"),
+        (lambda d: d.__delitem__("contact-info"), "contact-info is required"),
+        (lambda d: d["policies"][0]["policy"].__delitem__("policy-domain"),
+         "policy-domain always present"),
+        (lambda d: d["policies"][0]["summary"].__setitem__("total-failure-session-count", 1.5),
+         "integer counts"),
+        (lambda d: d.__setitem__("extra", 1), "no unknown keys"),
+    ],
+)  # fmt: skip
+def test_the_schema_rejects_what_strict_consumers_reject(mutate: Any, why: str) -> None:
+    document = copy.deepcopy(_valid())
+    schema.validate(document)
+    mutate(document)
+    with pytest.raises(SchemaError):
+        schema.validate(document)
+
+
+def test_every_report_of_the_bundled_sample_validates(tmp_path: Any) -> None:
+    from tlsrpt_reporter import store
+    from tlsrpt_reporter.aggregate import Aggregate
+    from tlsrpt_reporter.demo import sample_path
+    from tlsrpt_reporter.wire import decode
+
+    agg = Aggregate()
+    for raw in sample_path().read_bytes().splitlines():
+        agg.add(DAY, 1.0, decode(raw))
+    conn = store.connect(tmp_path / "s.sqlite")
+    store.write(conn, store.build_batch(agg))
+    lines = list(store.iter_day(conn, DAY))
+    domains = report.domains_of(lines, DAY)
+    assert len(domains) > 250
+    sessions = 0
+    for domain in domains:
+        r = report.build(DAY, domain, lines, ME)
+        schema.validate(r.document)
+        sessions += r.totals.successful + r.totals.failed
+    assert sessions == 3000
