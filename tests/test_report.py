@@ -221,3 +221,32 @@ def test_every_report_of_the_bundled_sample_validates(tmp_path: Any) -> None:
         schema.validate(r.document)
         sessions += r.totals.successful + r.totals.failed
     assert sessions == 3000
+
+
+def test_parsedmarc_reads_back_what_we_built() -> None:
+    """parsedmarc is a real consumer (RFC8460-SENDER §8): what it reads must be what we meant."""
+    import parsedmarc
+
+    tlsa = {"policy-type": "tlsa", "policy-domain": "mx.example.com",
+            "policy-string": ["3 1 1 AB", "3 1 1 CD"]}  # fmt: skip
+    detail = {"result-type": "tlsa-invalid", "sending-mta-ip": "2001:db8::25",
+              "receiving-mx-hostname": "mx.example.com", "receiving-ip": "198.51.100.9",
+              "failure-reason-code": "tlsa-no-match", "failed-session-count": 4}  # fmt: skip
+    lines = [line(policy=STS, ok=8), line(policy=tlsa, ok=2, failed=4, details=[detail])]
+    r = report.build(DAY, "example.com", lines, ME)
+    parsed = parsedmarc.parse_smtp_tls_report_json(r.json_bytes.decode())
+    assert parsed["organization_name"] == "Example Mail Ltd"
+    assert parsed["report_id"] == r.report_id
+    assert parsed["begin_date"] == "2026-03-01T00:00:00Z"
+    assert parsed["end_date"] == "2026-03-01T23:59:59Z"
+    got = {p["policy_type"]: p for p in parsed["policies"]}
+    assert got["sts"]["policy_domain"] == "example.com"
+    assert got["sts"]["policy_strings"] == STS["policy-string"]
+    assert got["sts"]["successful_session_count"] == 8
+    assert got["tlsa"]["policy_domain"] == "mx.example.com"
+    assert got["tlsa"]["failed_session_count"] == 4
+    assert got["tlsa"]["failure_details"] == [
+        {"result_type": "tlsa-invalid", "failed_session_count": 4,
+         "sending_mta_ip": "2001:db8::25", "receiving_ip": "198.51.100.9",
+         "receiving_mx_hostname": "mx.example.com", "failure_reason_code": "tlsa-no-match"}
+    ]  # fmt: skip
