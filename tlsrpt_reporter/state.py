@@ -1,0 +1,297 @@
+"""The reporter's state database: built reports and the delivery of each to each destination.
+
+Schema, version 1 (``PRAGMA user_version``):
+
+``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once, all or nothing.
+``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``,
+    ``message_id`` and ``date`` (so a resend is byte-identical to the first send), the record
+    its destinations come from (``''``: look it up in DNS at send time), ``send_at``, and
+    ``status``: ``pending`` (destinations not resolved yet) -> ``sending`` -> ``delivered`` (one
+    destination accepted) | ``given-up`` | ``no-destination``.
+``delivery``: one row per (report, destination URI): ``state`` ``pending`` |
+    ``failed-retrying`` | ``sent`` | ``given-up``, ``attempts``, ``first_attempt``,
+    ``next_attempt``, ``accepted_at``, ``last_error``, ``detail``.
+
+Every change is committed before the next network action, so a crash at any moment loses no
+pending report, and an attempt is recorded before it starts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlsrpt_reporter.errors import StoreError, TlsRptError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE built_day (
+    day TEXT PRIMARY KEY,
+    built_at REAL NOT NULL,
+    reports INTEGER NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE report (
+    id INTEGER PRIMARY KEY,
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    report_id TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL,
+    date TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    gzip BLOB NOT NULL,
+    summary TEXT NOT NULL,
+    record TEXT NOT NULL,
+    send_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt REAL,
+    next_attempt REAL,
+    last_error TEXT NOT NULL DEFAULT '',
+    UNIQUE (day, domain)
+);
+CREATE INDEX report_due ON report (status, send_at);
+CREATE TABLE delivery (
+    report INTEGER NOT NULL REFERENCES report (id),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt REAL,
+    next_attempt REAL NOT NULL,
+    accepted_at REAL,
+    last_error TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (report, destination)
+);
+CREATE INDEX delivery_due ON delivery (state, next_attempt);
+"""
+
+
+class LockedError(TlsRptError):
+    """Another reporter process works on this state database."""
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """A stored report, as the sender needs it."""
+
+    id: int
+    day: str
+    domain: str
+    report_id: str
+    message_id: str
+    date: str
+    filename: str
+    gzip: bytes
+    summary: str
+    record: str
+    send_at: float
+    status: str
+    attempts: int
+    first_attempt: float | None
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One (report, destination) pair."""
+
+    report: int
+    destination: str
+    state: str
+    attempts: int
+    first_attempt: float | None
+    next_attempt: float
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open (creating and migrating) the state database."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"state database {path} has schema version {version}, newer than this "
+                f"program's ({SCHEMA_VERSION}): upgrade tlsrpt-reporter"
+            )
+        if version == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open state database {path}: {exc}") from None
+    return conn
+
+
+class ProcessLock:
+    """An exclusive lock next to the state database: one reporter process at a time."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.path = Path(f"{db_path}.lock")
+        self._fd = -1
+
+    def __enter__(self) -> ProcessLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise LockedError(
+                f"another tlsrpt-reporter process holds {self.path}: "
+                "only one reporter may work on a state database at a time"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+
+def is_built(conn: sqlite3.Connection, day: str) -> bool:
+    """Whether ``day`` was built already."""
+    return conn.execute("SELECT 1 FROM built_day WHERE day = ?", (day,)).fetchone() is not None
+
+
+def insert_day(
+    conn: sqlite3.Connection, day: str, now: float, reports: list[dict[str, Any]], note: str = ""
+) -> None:
+    """Store a built day and its reports in one transaction (all or nothing)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for r in reports:
+            conn.execute(
+                "INSERT INTO report (day, domain, report_id, message_id, date, filename, gzip,"
+                " summary, record, send_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " 'pending')",
+                (day, r["domain"], r["report_id"], r["message_id"], r["date"], r["filename"],
+                 r["gzip"], r["summary"], r["record"], r["send_at"]),
+            )  # fmt: skip
+        conn.execute(
+            "INSERT INTO built_day (day, built_at, reports, note) VALUES (?, ?, ?, ?)",
+            (day, now, len(reports), note),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+_REPORT_COLUMNS = (
+    "id, day, domain, report_id, message_id, date, filename, gzip, summary, record, send_at,"
+    " status, attempts, first_attempt"
+)
+
+
+def reports_to_resolve(conn: sqlite3.Connection, now: float, force: bool) -> list[ReportRow]:
+    """Pending reports whose send time (and, after a DNS failure, retry time) has come."""
+    rows = conn.execute(
+        f"SELECT {_REPORT_COLUMNS} FROM report WHERE status = 'pending'"  # noqa: S608
+        " AND (? OR (send_at <= ? AND coalesce(next_attempt, 0) <= ?)) ORDER BY send_at",
+        (force, now, now),
+    )
+    return [ReportRow(*row) for row in rows]
+
+
+def report(conn: sqlite3.Connection, report_id: int) -> ReportRow:
+    """One stored report by row id."""
+    sql = f"SELECT {_REPORT_COLUMNS} FROM report WHERE id = ?"  # noqa: S608 (a constant)
+    row = conn.execute(sql, (report_id,))
+    return ReportRow(*row.fetchone())
+
+
+_REPORT_SETTABLE = frozenset(("status", "attempts", "first_attempt", "next_attempt", "last_error"))
+_DELIVERY_SETTABLE = frozenset(
+    ("state", "attempts", "first_attempt", "next_attempt", "accepted_at", "last_error", "detail")
+)
+
+
+def _assignments(values: dict[str, Any], allowed: frozenset[str]) -> str:
+    # Column names are whitelisted here, never taken from data, so the f-strings are safe.
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"not an updatable column: {sorted(unknown)}")
+    return ", ".join(f"{k} = ?" for k in values)
+
+
+def set_report(conn: sqlite3.Connection, report_id: int, **values: Any) -> None:
+    """Update columns of a report row (committed at once)."""
+    sql = f"UPDATE report SET {_assignments(values, _REPORT_SETTABLE)} WHERE id = ?"  # noqa: S608
+    conn.execute(sql, (*values.values(), report_id))
+
+
+def add_destinations(
+    conn: sqlite3.Connection, report_id: int, destinations: list[tuple[str, str, str]], now: float
+) -> None:
+    """Create the delivery rows (destination, state, detail) and mark the report sending."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for destination, state, detail in destinations:
+            conn.execute(
+                "INSERT OR IGNORE INTO delivery (report, destination, state, next_attempt,"
+                " detail) VALUES (?, ?, ?, ?, ?)",
+                (report_id, destination, state, now, detail),
+            )
+        conn.execute("UPDATE report SET status = 'sending' WHERE id = ?", (report_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[DeliveryRow]:
+    """Deliveries to attempt now (all unfinished ones with ``force``)."""
+    rows = conn.execute(
+        "SELECT report, destination, state, attempts, first_attempt, next_attempt FROM delivery"
+        " WHERE state IN ('pending', 'failed-retrying') AND (? OR next_attempt <= ?)"
+        " ORDER BY next_attempt",
+        (force, now),
+    )
+    return [DeliveryRow(*row) for row in rows]
+
+
+def set_delivery(conn: sqlite3.Connection, report_id: int, destination: str, **values: Any) -> None:
+    """Update columns of a delivery row (committed at once)."""
+    sql = (
+        f"UPDATE delivery SET {_assignments(values, _DELIVERY_SETTABLE)}"  # noqa: S608
+        " WHERE report = ? AND destination = ?"
+    )
+    conn.execute(sql, (*values.values(), report_id, destination))
+
+
+def sent_to_destination(conn: sqlite3.Connection, day: str, destination: str) -> int:
+    """How many of ``day``'s reports already went (or are going) to ``destination``."""
+    row = conn.execute(
+        "SELECT count(*) FROM delivery JOIN report ON report.id = delivery.report"
+        " WHERE report.day = ? AND delivery.destination = ? AND delivery.state != 'given-up'",
+        (day, destination),
+    )
+    return int(row.fetchone()[0])
+
+
+def refresh_report_status(conn: sqlite3.Connection, report_id: int) -> str:
+    """Derive a sending report's status from its deliveries and store it."""
+    states = [r[0] for r in conn.execute("SELECT state FROM delivery WHERE report = ?",
+                                         (report_id,))]  # fmt: skip
+    if "sent" in states:
+        status = "delivered"
+    elif states and all(s == "given-up" for s in states):
+        status = "given-up"
+    else:
+        status = "sending"
+    conn.execute("UPDATE report SET status = ? WHERE id = ?", (status, report_id))
+    return status
