@@ -150,13 +150,12 @@ def test_decoded_protocol_datagram_counts_per_protocol_md() -> None:
     assert counter(agg, C_FAILURE_DETAILS) == 3
 
 
-def test_first_and_last_seen_and_record_time_follow_the_receive_times() -> None:
+def test_first_and_last_seen_follow_the_receive_times() -> None:
     agg = Aggregate()
     agg.add(DAY, 100.0, dgram(ok()))
     agg.add(DAY, 250.0, dgram(ok()))
     counts = agg.policies[key()]
     assert (counts.first_seen, counts.last_seen) == (100.0, 250.0)
-    assert agg.records[(DAY, "example.com", RECORD)] == 250.0
 
 
 def test_two_days_held_at_once_stay_separate() -> None:
@@ -235,7 +234,6 @@ def test_merge_adds_counts_and_keeps_the_widest_time_span() -> None:
     assert counter(new, C_RECEIVED) == 5
     assert counter(new, C_SESSIONS) == 4
     assert counter(new, "rejected:not-json") == 1
-    assert new.records[(DAY, "example.com", RECORD)] == 400.0
 
 
 def test_merge_keeps_its_own_times_when_they_are_wider() -> None:
@@ -249,7 +247,6 @@ def test_merge_keeps_its_own_times_when_they_are_wider() -> None:
     counts = held.policies[key()]
     assert (counts.first_seen, counts.last_seen) == (50.0, 500.0)
     assert counts.successful == 4
-    assert held.records[(DAY, "example.com", RECORD)] == 500.0
 
 
 def test_merge_ignores_the_key_bound() -> None:
@@ -262,14 +259,14 @@ def test_merge_ignores_the_key_bound() -> None:
 
 
 def test_full_aggregate_drops_datagrams_that_need_new_keys() -> None:
-    agg = Aggregate(max_keys=2)
-    # One record key and one policy key: the bound is reached.
+    agg = Aggregate(max_keys=1)
+    # One policy key: the bound is reached.
     assert agg.add(DAY, 100.0, dgram(ok()))
-    assert len(agg) == 2
+    assert len(agg) == 1
     assert not agg.add(DAY, 101.0, dgram(ok(), domain="other.example"))
     assert not agg.add(DAY, 102.0, dgram(ok(TLSA)))
     assert not agg.add(DAY, 103.0, dgram(failed(STS, EXPIRED)))
-    assert len(agg) == 2
+    assert len(agg) == 1
     assert "other.example" not in {k[1] for k in agg.policies}
     assert counter(agg, C_DROPPED_MEMORY) == 3
     assert counter(agg, C_RECEIVED) == 4
@@ -280,9 +277,9 @@ def test_full_aggregate_drops_datagrams_that_need_new_keys() -> None:
 
 
 def test_full_aggregate_still_counts_datagrams_for_keys_it_holds() -> None:
-    agg = Aggregate(max_keys=3)
+    agg = Aggregate(max_keys=2)
     assert agg.add(DAY, 100.0, dgram(failed(STS, EXPIRED)))
-    assert len(agg) == 3
+    assert len(agg) == 2  # the policy and its failure detail
     assert agg.add(DAY, 101.0, dgram(ok()))
     assert agg.add(DAY, 102.0, dgram(failed(STS, EXPIRED)))
     counts = agg.policies[key()]
@@ -293,7 +290,7 @@ def test_full_aggregate_still_counts_datagrams_for_keys_it_holds() -> None:
 
 
 def test_emptied_aggregate_admits_new_keys_again() -> None:
-    agg = Aggregate(max_keys=2)
+    agg = Aggregate(max_keys=1)
     agg.add(DAY, 100.0, dgram(ok()))
     assert not agg.add(DAY, 101.0, dgram(ok(), domain="other.example"))
     agg.take()
@@ -310,7 +307,6 @@ def test_times_counts_like_that_many_identical_datagrams() -> None:
     assert batched.policies == once_each.policies
     assert batched.details == once_each.details
     assert batched.counters == once_each.counters
-    assert batched.records == once_each.records
 
 
 def test_first_seen_argument_starts_the_time_span_of_a_batch() -> None:
@@ -322,7 +318,7 @@ def test_first_seen_argument_starts_the_time_span_of_a_batch() -> None:
 
 
 def test_dropped_batch_counts_every_copy() -> None:
-    agg = Aggregate(max_keys=2)
+    agg = Aggregate(max_keys=1)
     agg.add(DAY, 100.0, dgram(ok()))
     assert not agg.add(DAY, 101.0, dgram(ok(), domain="other.example"), times=5)
     assert counter(agg, C_DROPPED_MEMORY) == 5
@@ -334,7 +330,6 @@ def test_receive_times_out_of_order_never_shrink_last_seen() -> None:
     agg.add(DAY, 300.0, dgram(ok()))
     agg.add(DAY, 100.0, dgram(ok()))
     assert agg.policies[key()].last_seen == 300.0
-    assert agg.records[(DAY, "example.com", RECORD)] == 300.0
 
 
 def test_receive_times_out_of_order_keep_the_earliest_first_seen() -> None:
@@ -346,8 +341,8 @@ def test_receive_times_out_of_order_keep_the_earliest_first_seen() -> None:
 
 
 def test_keys_reserved_for_a_write_in_flight_count_against_max_keys() -> None:
-    agg = Aggregate(max_keys=4)
-    agg.reserved = 2
+    agg = Aggregate(max_keys=2)
+    agg.reserved = 1
     assert agg.add(DAY, 100.0, dgram(ok()))
     assert not agg.add(DAY, 101.0, dgram(ok(), domain="other.example"))
     assert agg.add(DAY, 102.0, dgram(ok()))

@@ -33,7 +33,7 @@ EXPIRED = FailureDetail(
     receiving_mx_hostname="mail.example.com",
     receiving_ip="198.51.100.7",
 )
-TABLES = ("policy_count", "failure_count", "record_seen", "day_counter")
+TABLES = ("policy_count", "failure_count", "day_counter")
 LINE_KEYS = {"day", "domain", "record", "policy", "summary", "failure-details"}
 
 
@@ -331,13 +331,12 @@ def test_iter_day_yields_only_that_day(conn: sqlite3.Connection) -> None:
 # --- writing --------------------------------------------------------------------------------
 
 
-def test_writing_the_same_batch_twice_doubles_every_count(conn: sqlite3.Connection) -> None:
+def test_writing_the_same_aggregate_twice_doubles_every_count(conn: sqlite3.Connection) -> None:
     agg = sample_aggregate()
-    batch = store.build_batch(agg)
-    store.write(conn, batch)
+    store.write(conn, store.build_batch(agg))
     once = lines_by_domain(conn)
     counters_once = store.day_counters(conn, DAY)
-    store.write(conn, batch)
+    store.write(conn, store.build_batch(agg))
     twice = lines_by_domain(conn)
     assert twice["example.com"]["summary"] == {
         "total-successful-session-count": 4,
@@ -361,17 +360,15 @@ def test_writes_from_separate_aggregates_add_into_the_same_rows(
         "SELECT first_seen, last_seen FROM policy_count WHERE domain = 'example.com'"
     ).fetchall()
     assert rows == [(100.0, 900.0)]
-    (seen,) = conn.execute(
-        "SELECT last_seen FROM record_seen WHERE domain = 'example.com'"
-    ).fetchone()
-    assert seen == 900.0
+    seen = store.records_last_seen(conn, DAY)
+    assert seen[("example.com", RECORD)] == 900.0
 
 
-def test_batch_size_counts_its_rows() -> None:
+def test_batch_holds_one_row_per_key() -> None:
     batch = store.build_batch(sample_aggregate())
-    # 2 policy rows, 1 failure detail, 2 records, and the day counters.
-    counters = len(sample_aggregate().counters)
-    assert len(batch) == 2 + 1 + 2 + counters
+    sizes = [len(list(rows)) for _, rows in batch.statements]
+    # 2 policy rows, 1 failure detail, and the day counters.
+    assert sizes == [2, 1, len(sample_aggregate().counters)]
 
 
 def test_empty_batch_writes_nothing(conn: sqlite3.Connection) -> None:

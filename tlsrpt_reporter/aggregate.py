@@ -29,7 +29,7 @@ C_FAILURE_DETAILS = "failure-details"
 C_DROPPED_MEMORY = "dropped:memory-full"
 
 
-@dataclass
+@dataclass(slots=True)
 class PolicyCounts:
     """Counters of one (day, domain, record, policy)."""
 
@@ -52,18 +52,16 @@ class Aggregate:
     policies: dict[PolicyKey, PolicyCounts] = field(default_factory=dict)
     details: dict[DetailKey, int] = field(default_factory=dict)
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
-    # (day, domain, record) -> last time that record was seen for the domain
-    records: dict[tuple[str, str, str], float] = field(default_factory=dict)
     # Keys taken for a write that has not finished yet: they count against max_keys, because
     # a failed write merges them back.
     reserved: int = 0
 
     def __len__(self) -> int:
-        return len(self.policies) + len(self.details) + len(self.records)
+        return len(self.policies) + len(self.details)
 
     def is_empty(self) -> bool:
         """True when there is nothing to write."""
-        return not (self.policies or self.details or self.counters or self.records)
+        return not (self.policies or self.details or self.counters)
 
     def count(self, day: str, name: str, n: int = 1) -> None:
         """Add ``n`` to the per-day counter ``name``."""
@@ -85,11 +83,9 @@ class Aggregate:
         count per failure detail entry.
         """
         full = len(self) + self.reserved >= self.max_keys
-        record_key = (day, datagram.domain, datagram.record)
         policy_keys = [(day, datagram.domain, datagram.record, r.policy) for r in datagram.results]
         if full and (
-            record_key not in self.records
-            or any(k not in self.policies for k in policy_keys)
+            any(k not in self.policies for k in policy_keys)
             or any(
                 (k, d) not in self.details
                 for k, r in zip(policy_keys, datagram.results, strict=True)
@@ -99,7 +95,6 @@ class Aggregate:
             self.count(day, C_RECEIVED, times)
             self.count(day, C_DROPPED_MEMORY, times)
             return False
-        self.records[record_key] = max(now, self.records.get(record_key, now))
         failures = details = 0
         first = now if first_seen is None else first_seen
         for key, result in zip(policy_keys, datagram.results, strict=True):
@@ -146,9 +141,8 @@ class Aggregate:
             policies=self.policies,
             details=self.details,
             counters=self.counters,
-            records=self.records,
         )
-        self.policies, self.details, self.counters, self.records = {}, {}, {}, {}
+        self.policies, self.details, self.counters = {}, {}, {}
         return taken
 
     def merge(self, other: Aggregate) -> None:
@@ -167,8 +161,6 @@ class Aggregate:
             mine.last_seen = max(mine.last_seen, c.last_seen)
         _add_counts(self.details, other.details.items())
         _add_counts(self.counters, other.counters.items())
-        for rkey, seen in other.records.items():
-            self.records[rkey] = max(seen, self.records.get(rkey, seen))
 
 
 _K = TypeVar("_K")

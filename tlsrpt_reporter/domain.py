@@ -12,7 +12,7 @@ _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _MAX_NAME = 253
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)
 def normalize_domain(name: str) -> str:
     """Return ``name`` as a lower-case A-label domain without trailing dot.
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tlsrpt_reporter.errors import TlsRptError
-from tlsrpt_reporter.sender import DatagramSender
+from tlsrpt_reporter.sender import MTA_LIKE_SNDBUF, DatagramSender
 
 _WAIT_STEP = 0.0005
 
@@ -43,7 +43,7 @@ def to_socket(path: str, socket_path: str, rate: float | None, wait: bool) -> Re
     """
     skipped = 0
     start = time.perf_counter()
-    with DatagramSender(socket_path) as sender:
+    with DatagramSender(socket_path, sndbuf=MTA_LIKE_SNDBUF) as sender:
         for index, line in enumerate(read_lines(path)):
             if not line.strip():
                 skipped += 1

@@ -58,6 +58,13 @@ class Domain:
         return {"policy-type": 9, "policy-domain": self.name}
 
 
+def _mx_address(host: str) -> str:
+    pick = random.Random(host)
+    if pick.random() < 0.3:
+        return f"2001:db8:{pick.randrange(1, 0xFFFF):x}::{pick.choice((25, 26))}"
+    return f"198.51.100.{pick.randrange(1, 255)}"
+
+
 def sessions(seed: int, domain_count: int, count: int) -> Iterator[bytes]:
     """``count`` datagrams over ``domain_count`` domains, session counts skewed like real mail."""
     rng = random.Random(seed)
@@ -67,13 +74,14 @@ def sessions(seed: int, domain_count: int, count: int) -> Iterator[bytes]:
         policy = domain.policy(rng)
         if rng.random() < domain.failure_rate:
             code, reason = rng.choice(_FAILURES[domain.policy_type])
-            mx = policy.get("policy-domain") if domain.policy_type == 1 else rng.choice(domain.mx)
+            mx = str(policy["policy-domain"]) if domain.policy_type == 1 else rng.choice(domain.mx)
             detail: dict[str, Any] = {
                 "c": code,
                 "s": rng.choice(_SENDING_IPS),
                 "n": mx,
                 "h": f"{mx} ESMTP ready\r\n250-PIPELINING\r\n250 STARTTLS",
-                "r": f"198.51.100.{rng.randrange(1, 255)}",
+                # An MX host has a fixed address or two, not a new one per session.
+                "r": _mx_address(mx),
             }
             if reason:
                 detail["f"] = reason

@@ -36,10 +36,7 @@ def read_day(sources: Sequence[str], day: str) -> DayData:
             continue
         try:
             data.lines.extend(store.iter_day(conn, day))
-            for domain, record, seen in conn.execute(
-                "SELECT domain, record, last_seen FROM record_seen WHERE day = ?", (day,)
-            ):
-                key = (domain, record)
+            for key, seen in store.records_last_seen(conn, day).items():
                 data.records[key] = max(seen, data.records.get(key, seen))
         except sqlite3.Error as exc:
             data.failed_sources.append(f"{source}: {exc}")

@@ -2,21 +2,22 @@
 
 Schema, version 1 (``PRAGMA user_version``), WAL mode so that readers never block the writer:
 
-``policy_count``: one row per (day, domain, record, policy).
-    ``policy_key`` (BLOB, unique): a hash of the canonical key, so upserts need no wide index;
+``policy_count``: one row per (day, domain, record, policy), keyed by (``day``, ``policy_key``)
+    (WITHOUT ROWID: one B-tree per upsert, and a day is one range).
+    ``policy_key`` (BLOB): a hash of the canonical key, so upserts need no wide index;
     ``day`` (TEXT ``YYYY-MM-DD``, the UTC day the session was received or happened);
     ``domain`` (the datagram's ``d``: lower-case A-label, no trailing dot);
     ``record`` (the ``_smtp._tls`` TXT record as the MTA saw it, ``''`` when none);
     ``policy_type`` (``sts`` | ``tlsa`` | ``no-policy-found``); ``policy_domain``;
     ``policy_string`` and ``mx_host`` (JSON arrays, in the order received);
     ``successful_session_count``, ``failed_session_count`` (INTEGER);
-    ``first_seen``, ``last_seen`` (REAL, Unix time).
-``failure_count``: one row per (policy row, failure detail).
+    ``first_seen``, ``last_seen`` (REAL, Unix time); the reporter takes the record seen last
+    (``max(last_seen)`` by domain and record) when a domain's record changed during the day.
+``failure_count``: one row per (policy row, failure detail), keyed by (``day``,
+    ``policy_key``, ``detail_key``).
     ``policy_key`` (the parent row), ``detail_key`` (hash of the detail), ``day``,
     ``result_type`` (one of RFC 8460's eleven), the six optional RFC 8460 fields as columns
     named with underscores (NULL when unknown), ``failed_session_count``.
-``record_seen``: (``day``, ``domain``, ``record``) -> ``last_seen``; the reporter takes the
-    record seen last when a domain's record changed during the day.
 ``day_counter``: (``day``, ``name``) -> ``value``: received, accepted, rejected,
     ``rejected:<reason>``, sessions, failures, failure-details and the decoder's notes.
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,8 @@ _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1
     """
     CREATE TABLE policy_count (
-        id INTEGER PRIMARY KEY,
-        policy_key BLOB NOT NULL UNIQUE,
         day TEXT NOT NULL,
+        policy_key BLOB NOT NULL,
         domain TEXT NOT NULL,
         record TEXT NOT NULL,
         policy_type TEXT NOT NULL,
@@ -57,14 +57,13 @@ _MIGRATIONS: tuple[str, ...] = (
         successful_session_count INTEGER NOT NULL,
         failed_session_count INTEGER NOT NULL,
         first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL
-    );
-    CREATE INDEX policy_count_day ON policy_count (day, domain);
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (day, policy_key)
+    ) WITHOUT ROWID;
     CREATE TABLE failure_count (
-        id INTEGER PRIMARY KEY,
+        day TEXT NOT NULL,
         policy_key BLOB NOT NULL,
         detail_key BLOB NOT NULL,
-        day TEXT NOT NULL,
         result_type TEXT NOT NULL,
         sending_mta_ip TEXT,
         receiving_mx_hostname TEXT,
@@ -73,22 +72,14 @@ _MIGRATIONS: tuple[str, ...] = (
         additional_information TEXT,
         failure_reason_code TEXT,
         failed_session_count INTEGER NOT NULL,
-        UNIQUE (policy_key, detail_key)
-    );
-    CREATE INDEX failure_count_day ON failure_count (day);
-    CREATE TABLE record_seen (
-        day TEXT NOT NULL,
-        domain TEXT NOT NULL,
-        record TEXT NOT NULL,
-        last_seen REAL NOT NULL,
-        PRIMARY KEY (day, domain, record)
-    );
+        PRIMARY KEY (day, policy_key, detail_key)
+    ) WITHOUT ROWID;
     CREATE TABLE day_counter (
         day TEXT NOT NULL,
         name TEXT NOT NULL,
         value INTEGER NOT NULL,
         PRIMARY KEY (day, name)
-    );
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -96,7 +87,7 @@ UPSERT_POLICY = """
 INSERT INTO policy_count (policy_key, day, domain, record, policy_type, policy_domain,
     policy_string, mx_host, successful_session_count, failed_session_count, first_seen, last_seen)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (policy_key) DO UPDATE SET
+ON CONFLICT (day, policy_key) DO UPDATE SET
     successful_session_count = successful_session_count + excluded.successful_session_count,
     failed_session_count = failed_session_count + excluded.failed_session_count,
     first_seen = min(first_seen, excluded.first_seen),
@@ -108,13 +99,8 @@ INSERT INTO failure_count (policy_key, detail_key, day, result_type, sending_mta
     receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information,
     failure_reason_code, failed_session_count)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (policy_key, detail_key) DO UPDATE SET
+ON CONFLICT (day, policy_key, detail_key) DO UPDATE SET
     failed_session_count = failed_session_count + excluded.failed_session_count
-"""
-
-UPSERT_RECORD = """
-INSERT INTO record_seen (day, domain, record, last_seen) VALUES (?, ?, ?, ?)
-ON CONFLICT (day, domain, record) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)
 """
 
 UPSERT_COUNTER = """
@@ -125,77 +111,95 @@ ON CONFLICT (day, name) DO UPDATE SET value = value + excluded.value
 PRUNE = (
     "DELETE FROM failure_count WHERE day < ?",
     "DELETE FROM policy_count WHERE day < ?",
-    "DELETE FROM record_seen WHERE day < ?",
     "DELETE FROM day_counter WHERE day < ?",
 )
 
 
 def policy_key(key: PolicyKey) -> bytes:
     """The stable hash that identifies a (day, domain, record, policy) row."""
+    cached = _POLICY_KEYS.get(key)
+    if cached is not None:
+        return cached
     day, domain, record, p = key
-    canon = [day, domain, record, p.policy_type, p.policy_domain, p.policy_string, p.mx_host]
-    return _hash(json.dumps(canon, ensure_ascii=False).encode())
+    # repr() of a tuple of strings is unambiguous (quotes and separators are escaped) and fast.
+    canon = (day, domain, record, p.policy_type, p.policy_domain, p.policy_string, p.mx_host)
+    digest = _hash(repr(canon).encode("utf-8", "surrogatepass"))
+    if len(_POLICY_KEYS) >= _KEY_CACHE_LIMIT:
+        _POLICY_KEYS.clear()
+    _POLICY_KEYS[key] = digest
+    return digest
 
 
 def detail_key(detail: FailureDetail) -> bytes:
     """The stable hash that identifies a failure detail within its policy row."""
-    canon = [detail.result_type, *detail.optional_values()]
-    return _hash(json.dumps(canon, ensure_ascii=False).encode())
+    canon = (detail.result_type, *detail.optional_values())
+    return _hash(repr(canon).encode("utf-8", "surrogatepass"))
 
 
 def _hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+# The same keys come back flush after flush: hashing them once saves most of a flush's work.
+_POLICY_KEYS: dict[PolicyKey, bytes] = {}
+_KEY_CACHE_LIMIT = 5_000
+
+Rows = Iterable[tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class WriteBatch:
-    """The parameter rows of one flush, built without touching the database."""
+    """The upserts of one flush; rows are produced lazily, so a large flush never holds a
+    second copy of the aggregate in memory. A batch can be written once."""
 
-    statements: tuple[tuple[str, list[tuple[Any, ...]]], ...]
-
-    def __len__(self) -> int:
-        return sum(len(rows) for _, rows in self.statements)
+    statements: tuple[tuple[str, Rows], ...]
 
 
 def build_batch(agg: Aggregate) -> WriteBatch:
-    """Turn an aggregate into upsert parameter rows (pure)."""
-    keys: dict[PolicyKey, bytes] = {}
-    policies = []
-    for key, c in agg.policies.items():
-        pk = keys[key] = policy_key(key)
-        day, domain, record, p = key
-        policies.append(
-            (
-                pk,
-                day,
-                domain,
-                record,
-                p.policy_type,
-                p.policy_domain,
-                json.dumps(p.policy_string, ensure_ascii=False),
-                json.dumps(p.mx_host, ensure_ascii=False),
-                c.successful,
-                c.failed,
-                c.first_seen,
-                c.last_seen,
-            )
-        )
-    details = []
-    for (key, detail), n in agg.details.items():
-        pk = keys.get(key) or policy_key(key)
-        details.append(
-            (pk, detail_key(detail), key[0], detail.result_type, *detail.optional_values(), n)
-        )
-    records = [(*rk, seen) for rk, seen in agg.records.items()]
-    counters = [(day, name, n) for (day, name), n in agg.counters.items()]
+    """Turn an aggregate into upsert parameter rows (pure; ``agg`` must not change until the
+    batch is written)."""
     return WriteBatch(
         statements=(
-            (UPSERT_POLICY, policies),
-            (UPSERT_DETAIL, details),
-            (UPSERT_RECORD, records),
-            (UPSERT_COUNTER, counters),
+            (UPSERT_POLICY, _policy_rows(agg)),
+            (UPSERT_DETAIL, _detail_rows(agg)),
+            (UPSERT_COUNTER, ((day, name, n) for (day, name), n in agg.counters.items())),
         )
     )
+
+
+def _json_list(values: tuple[str, ...]) -> str:
+    return json.dumps(values, ensure_ascii=False) if values else "[]"
+
+
+def _policy_rows(agg: Aggregate) -> Iterator[tuple[Any, ...]]:
+    for key, c in agg.policies.items():
+        day, domain, record, p = key
+        yield (
+            policy_key(key),
+            day,
+            domain,
+            record,
+            p.policy_type,
+            p.policy_domain,
+            _json_list(p.policy_string),
+            _json_list(p.mx_host),
+            c.successful,
+            c.failed,
+            c.first_seen,
+            c.last_seen,
+        )
+
+
+def _detail_rows(agg: Aggregate) -> Iterator[tuple[Any, ...]]:
+    for (key, detail), n in agg.details.items():
+        yield (
+            policy_key(key),
+            detail_key(detail),
+            key[0],
+            detail.result_type,
+            *detail.optional_values(),
+            n,
+        )
 
 
 def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
@@ -236,6 +240,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     # WAL: the reporter reads while the collector writes, and a SIGKILL never corrupts.
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    # Policy keys are hashes, so upserts land on random pages: a larger page cache (8 MiB,
+    # used only as the table grows) keeps them in memory.
+    conn.execute("PRAGMA cache_size = -8192")
     # Truncate the WAL after checkpoints: a long outage must not leave a huge file behind.
     conn.execute("PRAGMA journal_size_limit = 67108864")
     for target in range(version, SCHEMA_VERSION):
@@ -270,8 +277,7 @@ def write(conn: sqlite3.Connection, batch: WriteBatch) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for sql, rows in batch.statements:
-            if rows:
-                conn.executemany(sql, rows)
+            conn.executemany(sql, rows)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -296,6 +302,16 @@ def day_counters(conn: sqlite3.Connection, day: str) -> dict[str, int]:
     return {name: value for name, value in rows}
 
 
+def records_last_seen(conn: sqlite3.Connection, day: str) -> dict[tuple[str, str], float]:
+    """(domain, record) -> when the record was last seen on ``day``."""
+    rows = conn.execute(
+        "SELECT domain, record, max(last_seen) FROM policy_count WHERE day = ?"
+        " GROUP BY domain, record",
+        (day,),
+    )
+    return {(domain, record): seen for domain, record, seen in rows}
+
+
 def iter_day(conn: sqlite3.Connection, day: str) -> Iterator[dict[str, Any]]:
     """Yield the day's aggregates in the ``export`` shape (shared/INTERFACE.md), sorted."""
     details: dict[bytes, list[dict[str, Any]]] = {}
@@ -303,7 +319,7 @@ def iter_day(conn: sqlite3.Connection, day: str) -> Iterator[dict[str, Any]]:
         "SELECT policy_key, result_type, sending_mta_ip, receiving_mx_hostname,"
         " receiving_mx_helo, receiving_ip, additional_information, failure_reason_code,"
         " failed_session_count FROM failure_count WHERE day = ?"
-        " ORDER BY result_type, failed_session_count DESC, id",
+        " ORDER BY result_type, failed_session_count DESC, detail_key",
         (day,),
     ):
         detail = FailureDetail(row[1], *row[2:8])

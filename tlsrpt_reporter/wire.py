@@ -269,7 +269,7 @@ _T = TypeVar("_T")
 # saves building it again and makes the aggregate's dictionary lookups cheaper.
 _POLICIES: dict[tuple[Any, ...], Policy] = {}
 _DETAILS: dict[tuple[Any, ...], FailureDetail] = {}
-_INTERN_LIMIT = 65536
+_INTERN_LIMIT = 4096
 
 
 def _intern(table: dict[tuple[Any, ...], _T], key: tuple[Any, ...], value: _T) -> _T:
@@ -306,7 +306,7 @@ class CachingDecoder:
     The cache is cleared when full: cheaper than LRU bookkeeping on the hot path.
     """
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, max_entries: int = 16384) -> None:
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, max_entries: int = 4096) -> None:
         self.max_size = max_size
         self.max_entries = max_entries
         self._cache: dict[bytes, Datagram] = {}

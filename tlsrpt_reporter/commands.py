@@ -1,0 +1,236 @@
+"""The reporter's commands: ``build``, ``send``, ``run``, ``status``, ``check-config``.
+
+Each turns configuration into the objects of ``schedule`` / ``sending`` and reports the outcome
+in the operator's terms; exit codes as in shared/INTERFACE.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tlsrpt_reporter import config as configmod
+from tlsrpt_reporter import reporter_config, schedule, sources, state
+from tlsrpt_reporter.deliver import dkim, https
+from tlsrpt_reporter.dns import DnsSettings, Resolver
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.record import RecordError, parse_record
+from tlsrpt_reporter.sending import Sender
+
+log = logging.getLogger("tlsrpt-reporter")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_RUN_TICK = 60.0
+
+
+def load(path: str | None, db: str | None = None) -> reporter_config.ReporterConfig:
+    """The reporter configuration; ``db`` replaces the sources with one collector database."""
+    cfg = reporter_config.from_config(configmod.load(path))
+    if db is not None:
+        cfg = reporter_config.ReporterConfig(**{**cfg.__dict__, "sources": (db,)})
+    return cfg
+
+
+def _need_identity(cfg: reporter_config.ReporterConfig) -> None:
+    missing = [m for m in cfg.missing_identity() if m.startswith("reporter.") and "mail" not in m]
+    if missing:
+        raise ConfigError(f"cannot build reports without {', '.join(missing)}")
+
+
+def _keys(cfg: reporter_config.ReporterConfig) -> list[dkim.LoadedKey]:
+    return [
+        dkim.load_key(dkim.DkimKey(k.domain, k.selector, Path(k.key), k.record))
+        for k in cfg.mail.dkim
+    ]
+
+
+def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> int:
+    """Dry run: write each report's .json.gz and signed .eml into ``out``; send nothing."""
+    cfg = load(config_path, db)
+    _need_identity(cfg)
+    keys = _keys(cfg)
+    data = sources.read_day(cfg.sources, day)
+    for failure in data.failed_sources:
+        print(f"warning: source unreadable: {failure}", file=sys.stderr)
+    rows, result = schedule.build_reports(cfg, day, data, time.time())
+    out.mkdir(parents=True, exist_ok=True)
+    sender = Sender(cfg, Resolver(DnsSettings()), https.HttpsSettings(), keys)
+    emls = 0
+    for row in rows:
+        (out / row["filename"]).write_bytes(row["gzip"])
+        to = _mailto(row["record"])
+        if to and cfg.mail.from_addr:
+            stored = state.ReportRow(0, day, row["domain"], row["report_id"], row["message_id"],
+                                     row["date"], row["filename"], row["gzip"], row["summary"],
+                                     row["record"], 0.0, "pending", 0, None)  # fmt: skip
+            eml = out / row["filename"].replace(".json.gz", ".eml")
+            eml.write_bytes(sender.compose(stored, to))
+            emls += 1
+    print(f"{day}: {result.reports} reports written to {out} ({emls} with an .eml)")
+    if result.skipped:
+        print(f"  never reported to: {', '.join(result.skipped)}")
+    if not keys:
+        print("  note: no [[reporter.mail.dkim]] key configured, the .eml files are unsigned")
+    return EXIT_OK
+
+
+def _mailto(record: str) -> str:
+    if not record:
+        return ""
+    with contextlib.suppress(RecordError):
+        for uri in parse_record(record).uris:
+            if uri.scheme == "mailto":
+                return uri.value
+    return ""
+
+
+def _sender(cfg: reporter_config.ReporterConfig, dns_table: dict[str, Any]) -> Sender:
+    missing = cfg.missing_identity()
+    if missing:
+        raise ConfigError(f"refusing to send: set {', '.join(missing)} (see check-config)")
+    resolver = Resolver(DnsSettings.from_table(dns_table))
+    keys = _keys(cfg)
+    sender = Sender(cfg, resolver, https.HttpsSettings.from_table(cfg.https), keys)
+    return sender
+
+
+async def _self_check(sender: Sender, cfg: reporter_config.ReporterConfig) -> None:
+    """Sign a sample with each key and verify it against the published record (strict tlsrpt
+    mode); a key that does not match its record stops mail delivery."""
+    for key, conf in zip(sender.keys, cfg.mail.dkim, strict=True):
+        record = conf.record or await sender.resolver.txt(
+            f"{conf.selector}._domainkey.{conf.domain}"
+        )
+        check = dkim.check_key(key, record)
+        if check.level == "error":
+            log.error("DKIM key %s._domainkey.%s: %s; mail delivery is stopped",
+                      conf.selector, conf.domain, check.message)  # fmt: skip
+            sender.mail_enabled = False
+        elif check.level == "warning":
+            log.warning("DKIM key %s._domainkey.%s: %s", conf.selector, conf.domain, check.message)
+
+
+def cmd_send(config_path: str | None, now: bool) -> int:
+    """Build finished days, deliver what is due (everything pending with ``now``), exit."""
+    cfg_all = configmod.load(config_path)
+    cfg = reporter_config.from_config(cfg_all)
+    sender = _sender(cfg, cfg_all.dns)
+    with state.ProcessLock(cfg.db):
+        conn = state.connect(cfg.db)
+        try:
+            schedule.build_due(cfg, conn, time.time(), random.Random())
+            asyncio.run(_self_check(sender, cfg))
+            summary = asyncio.run(sender.send_due(conn, force=now))
+        finally:
+            conn.close()
+    print(
+        f"resolved {summary.resolved} reports; attempted {summary.attempted} deliveries: "
+        f"{summary.sent} sent, {summary.retrying} to retry, {summary.given_up} given up"
+    )
+    return EXIT_OK
+
+
+def cmd_run(config_path: str | None) -> int:
+    """The long-running reporter: build after each UTC day, send on schedule, until SIGTERM."""
+    cfg_all = configmod.load(config_path)
+    cfg = reporter_config.from_config(cfg_all)
+    sender = _sender(cfg, cfg_all.dns)
+    with state.ProcessLock(cfg.db):
+        conn = state.connect(cfg.db)
+        try:
+            return asyncio.run(_run(cfg, sender, conn))
+        finally:
+            conn.close()
+
+
+async def _run(
+    cfg: reporter_config.ReporterConfig, sender: Sender, conn: sqlite3.Connection
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await _self_check(sender, cfg)
+    rng = random.Random()
+    log.info("reporter running on %s", cfg.db)
+    while not stop.is_set():
+        try:
+            schedule.build_due(cfg, conn, time.time(), rng)
+            await sender.send_due(conn)
+        except (TlsRptError, sqlite3.Error) as exc:
+            log.error("reporter pass failed, trying again in %.0f s: %s", _RUN_TICK, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _RUN_TICK)
+    log.info("reporter stopped")
+    return EXIT_OK
+
+
+def cmd_status(config_path: str | None, day: str | None, as_json: bool) -> int:
+    """Days, reports and deliveries from the state database."""
+    cfg = reporter_config.from_config(configmod.load(config_path))
+    if not Path(cfg.db).exists():
+        raise TlsRptError(f"no reporter state at {cfg.db}: nothing was built yet")
+    conn = state.connect(cfg.db)
+    try:
+        rows = status_rows(conn, day)
+    finally:
+        conn.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'day':10}  {'reports':>7}  {'delivered':>9}  {'sending':>7}  {'pending':>7}  "
+          f"{'given-up':>8}  {'no-dest':>7}")  # fmt: skip
+    for r in rows:
+        c = r["reports"]
+        print(f"{r['day']:10}  {r['total']:7d}  {c.get('delivered', 0):9d}  "
+              f"{c.get('sending', 0):7d}  {c.get('pending', 0):7d}  {c.get('given-up', 0):8d}  "
+              f"{c.get('no-destination', 0):7d}")  # fmt: skip
+        for err in r["last_errors"]:
+            print(f"    {err}")
+    return EXIT_OK
+
+
+_STATUS_COUNTS = "SELECT status, count(*) FROM report WHERE day = ? GROUP BY status"
+_DELIVERY_COUNTS = (
+    "SELECT state, count(*) FROM delivery JOIN report ON report.id = delivery.report"
+    " WHERE report.day = ? GROUP BY state"
+)
+_LAST_ERRORS = (
+    "SELECT report.domain, delivery.destination, delivery.last_error FROM delivery"
+    " JOIN report ON report.id = delivery.report WHERE report.day = ?"
+    " AND delivery.last_error != '' ORDER BY delivery.next_attempt DESC LIMIT 5"
+)
+
+
+def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any]]:
+    """The status table as data (also the ``--json`` output)."""
+    days = [d for (d,) in conn.execute("SELECT day FROM built_day ORDER BY day")]
+    if day is not None:
+        days = [d for d in days if d == day]
+    out = []
+    for d in days:
+        counts = dict(conn.execute(_STATUS_COUNTS, (d,)).fetchall())
+        deliveries = dict(conn.execute(_DELIVERY_COUNTS, (d,)).fetchall())
+        errors = [
+            f"{domain} -> {destination}: {error}"
+            for domain, destination, error in conn.execute(_LAST_ERRORS, (d,))
+        ]
+        out.append(
+            {
+                "day": d,
+                "total": sum(counts.values()),
+                "reports": counts,
+                "deliveries": deliveries,
+                "last_errors": errors,
+            }
+        )
+    return out

@@ -1,0 +1,484 @@
+"""DKIM for report mail: loading keys, signing (RFC 8460 §5.3), self-checks against records.
+
+Signing and checking are pure functions over bytes, done by dkimpy; the only I/O here is
+:func:`load_key` reading the private key file once. Nothing in this module queries DNS: the
+caller passes the record text (from the configuration's ``record`` or from its own lookup) and
+dkimpy gets it through its ``dnsfunc`` hook.
+
+Why two signatures: RFC 8460 §5.3 asks that the key record used for reports carry
+``s=tlsrpt``, and strict receivers (dkimpy's ``tlsrpt='strict'``) accept only such keys. But
+RFC 6376 §3.6.1 tells ordinary verifiers to ignore a key whose ``s=`` names neither ``email``
+nor ``*``, so a message signed only with an ``s=tlsrpt`` key has no signature DMARC can use,
+and a ``p=reject`` receiver may refuse it. Sign once with an ``s=tlsrpt`` key and once with the
+domain's usual key; :func:`coverage_problems` says when a configuration lacks either.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import gzip
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import dkim
+import dkim.crypto
+import dkim.util
+import nacl.exceptions
+import nacl.signing
+
+from tlsrpt_reporter.deliver import mail
+from tlsrpt_reporter.domain import normalize_domain
+from tlsrpt_reporter.errors import TlsRptError
+
+__all__ = [
+    "SIGNED_HEADERS",
+    "DkimError",
+    "DkimKey",
+    "KeyCheck",
+    "LoadedKey",
+    "check_key",
+    "coverage_problems",
+    "load_key",
+    "record_for",
+    "record_name",
+    "sign",
+    "zone_entry",
+]
+
+Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
+Level = Literal["ok", "warning", "error"]
+
+#: Header fields every signature covers. RFC 8460 §5.3 names the TLS-Report-* fields; the rest
+#: are what makes the report's identity and structure tamper-evident.
+SIGNED_HEADERS: tuple[str, ...] = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "TLS-Report-Domain",
+    "TLS-Report-Submitter",
+    "Auto-Submitted",
+    "TLS-Required",
+)
+# Signed although absent: adding a Cc or Reply-To in transit then breaks the signature.
+_ABSENT_SIGNED = ("Cc", "Reply-To")
+
+_MIN_RSA_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT accept shorter keys
+_MAX_KEY_FILE = 64 * 1024
+_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9_-]+)*")
+# PKCS#8 PrivateKeyInfo for Ed25519 (RFC 8410 §7) is this fixed prefix and the 32-byte seed.
+_ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_RSA_OID = bytes.fromhex("06092a864886f70d010101")
+_TXT_CHUNK = 255  # RFC 1035 §3.3: a character-string holds at most 255 octets
+
+
+class DkimError(TlsRptError):
+    """A DKIM key cannot be loaded or used for signing."""
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One ``[[reporter.mail.dkim]]`` table: where the private key is and how it is named."""
+
+    domain: str
+    selector: str
+    key_path: Path
+    record: str = ""  # the published TXT text, for the offline self-check; empty: ask DNS
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    """A key read and parsed, in the form dkimpy signs with."""
+
+    key: DkimKey
+    algorithm: Algorithm
+    bits: int
+    public_key: str  # the record's p= value (base64)
+    private_key: bytes = field(repr=False)  # RSA: PEM; Ed25519: base64 of the 32-byte seed
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """The outcome of checking a key against its published record."""
+
+    key: DkimKey
+    level: Level
+    message: str
+    services: tuple[str, ...] = ()  # the record's s= values; ("*",) when s= is absent
+
+
+def record_name(key: DkimKey) -> str:
+    """The DNS name of the key's TXT record (RFC 6376 §3.6.2.1)."""
+    return f"{key.selector}._domainkey.{key.domain}"
+
+
+def load_key(key: DkimKey) -> LoadedKey:
+    """Read and parse the private key of ``key``.
+
+    Accepted: an RSA key in PEM (PKCS#1 ``RSA PRIVATE KEY`` or PKCS#8 ``PRIVATE KEY``, at least
+    1024 bits), an Ed25519 key as dkimpy takes it (base64 of the 32-byte seed), or an Ed25519
+    PKCS#8 PEM as ``openssl genpkey -algorithm ed25519`` writes it. Raises :class:`DkimError`
+    naming the path when the file is missing, unreadable or not such a key.
+    """
+    try:
+        domain = normalize_domain(key.domain)
+    except ValueError as exc:
+        raise DkimError(f"DKIM domain {key.domain!r} is not a domain name: {exc}") from None
+    if not _SELECTOR.fullmatch(key.selector):
+        raise DkimError(
+            f"DKIM selector {key.selector!r} (domain {domain}) is not a valid selector: "
+            "letters, digits, '-' and '_' in dot-separated labels (RFC 6376 §3.1)"
+        )
+    key = replace(key, domain=domain)
+    data = _read_key_file(key)
+    if b"-----BEGIN" in data:
+        return _load_pem(key, data)
+    try:
+        seed = base64.b64decode(b"".join(data.split()), validate=True)
+    except binascii.Error:
+        seed = b""
+    if len(seed) == 32:
+        return _ed25519(key, seed)
+    raise DkimError(
+        f"DKIM key file {key.key_path} is not a private key: expected an RSA key in PEM form or "
+        "an Ed25519 key as base64 of its 32-byte seed (or as a PKCS#8 PEM)"
+    )
+
+
+def sign(message: bytes, keys: Sequence[LoadedKey]) -> bytes:
+    """Return ``message`` with one DKIM-Signature per key prepended, in the order given.
+
+    relaxed/relaxed canonicalisation; rsa-sha256 or ed25519-sha256; never an ``l=`` tag
+    (RFC 8460 §5.3); the header list is :data:`SIGNED_HEADERS`, each listed once more than it
+    occurs so that a second copy added in transit breaks the signature (RFC 6376 §8.15).
+    """
+    if not keys:
+        raise DkimError(
+            "no DKIM key to sign with: RFC 8460 §5.3 requires report mail to be DKIM-signed; "
+            "configure at least one [[reporter.mail.dkim]] table"
+        )
+    include = [*SIGNED_HEADERS, *SIGNED_HEADERS, *_ABSENT_SIGNED]
+    signatures: list[bytes] = []
+    for loaded in keys:
+        try:
+            # tlsrpt=True makes dkimpy drop l= whatever else is asked (RFC 8460 §5.3); it adds
+            # no tag to the signature: the s=tlsrpt marking lives in the DNS record.
+            signature: bytes = dkim.sign(
+                message,
+                loaded.key.selector.encode("ascii"),
+                loaded.key.domain.encode("ascii"),
+                loaded.private_key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                signature_algorithm=loaded.algorithm.encode("ascii"),
+                include_headers=[h.encode("ascii") for h in include],
+                length=False,
+                tlsrpt=True,
+            )
+        except dkim.DKIMException as exc:
+            raise DkimError(
+                f"signing with DKIM key {loaded.key.key_path} ({record_name(loaded.key)}) "
+                f"failed: {exc}"
+            ) from exc
+        signatures.append(signature)
+    return b"".join(signatures) + message
+
+
+def record_for(key: LoadedKey, *, tlsrpt: bool = True) -> str:
+    """The TXT record text to publish at :func:`record_name` for ``key``.
+
+    With ``tlsrpt`` (the default) the record says ``s=tlsrpt`` (RFC 8460 §5.3): use that for
+    the report-only key. ``tlsrpt=False`` gives an ordinary email key record.
+    """
+    kind = "rsa" if key.algorithm == "rsa-sha256" else "ed25519"
+    service = " s=tlsrpt;" if tlsrpt else ""
+    return f"v=DKIM1; k={kind};{service} p={key.public_key}"
+
+
+def zone_entry(key: LoadedKey, *, tlsrpt: bool = True) -> str:
+    """A zone-file line for :func:`record_for`, split into 255-octet strings (RFC 1035 §3.3)."""
+    text = record_for(key, tlsrpt=tlsrpt)
+    chunks = [text[i : i + _TXT_CHUNK] for i in range(0, len(text), _TXT_CHUNK)]
+    quoted = " ".join(f'"{chunk}"' for chunk in chunks)
+    return f"{record_name(key.key)}. IN TXT ( {quoted} )"
+
+
+def check_key(key: LoadedKey, record_text: str) -> KeyCheck:
+    """Sign a sample report with ``key`` and verify it with dkimpy against ``record_text``.
+
+    ``record_text`` is the TXT record as published (a zone-file style ``"..." "..."`` value is
+    joined). The result is ``ok`` when the record has exactly ``s=tlsrpt`` and dkimpy's strict
+    RFC 8460 verification passes, ``warning`` when the key matches but the record is not a
+    report-only key (see the module docstring), and ``error`` when the record cannot be parsed,
+    is revoked, or does not hold this key's public half.
+    """
+    name = record_name(key.key)
+    text = _unquote_zone_text(record_text)
+    if not text:
+        return _error(key, f"no record text for {name}: publish {record_for(key)!r}")
+    try:
+        tags: dict[bytes, bytes] = dkim.util.parse_tag_value(text.encode("ascii"))
+    except (UnicodeEncodeError, dkim.util.InvalidTagValueList) as exc:
+        return _error(key, f"the record for {name} is not a DKIM key record ({exc!r}): {text!r}")
+    problem = _record_problem(key, name, tags)
+    if problem:
+        return _error(key, problem)
+    services = _services(tags)
+    if services == ("tlsrpt",):
+        mode: bool | str = "strict"
+        served = text
+    elif {"tlsrpt", "*", "email"} & set(services):
+        # dkimpy 1.1.8 refuses any s= other than exactly "*", "email" or "tlsrpt" (so also
+        # "email:tlsrpt"); check the key itself against the record without its s= tag.
+        mode = True
+        served = "; ".join(f"{k.decode()}={v.decode()}" for k, v in tags.items() if k != b"s")
+    else:
+        return _error(
+            key,
+            f"the record for {name} has s={':'.join(services)}: no verifier uses this key for "
+            "email or reports (RFC 6376 §3.6.1); publish " + record_for(key),
+            services,
+        )
+    try:
+        dkim.evaluate_pk(f"{name}.".encode(), served.encode())
+    except dkim.DKIMException as exc:
+        return _error(key, f"the public key in the record for {name} is unusable: {exc}", services)
+    problem = _verify_sample(key, name, served, mode)
+    if problem:
+        return _error(key, problem, services)
+    if services == ("tlsrpt",):
+        return KeyCheck(key.key, "ok", "the key matches and the record has s=tlsrpt", services)
+    return KeyCheck(key.key, "warning", _warning(services), services)
+
+
+def coverage_problems(checks: Sequence[KeyCheck], from_addr: str) -> list[str]:
+    """What the set of checked keys lacks: an s=tlsrpt signature, a DMARC-usable one, or both.
+
+    Alignment is approximated without the Public Suffix List: a key's domain aligns when it
+    equals the From domain or one is a parent of the other (DMARC relaxed alignment).
+    """
+    from_domain = from_addr.rpartition("@")[2].lower().rstrip(".")
+    usable = [c for c in checks if c.level != "error"]
+    problems: list[str] = []
+    if not any(c.services == ("tlsrpt",) for c in usable):
+        problems.append(
+            "no working DKIM key with an s=tlsrpt record: receivers that follow RFC 8460 §5.3 "
+            "strictly ignore the reports' signatures; add a key published with s=tlsrpt"
+        )
+    dmarc = [
+        c
+        for c in usable
+        if ("*" in c.services or "email" in c.services) and _aligned(c.key.domain, from_domain)
+    ]
+    if not dmarc:
+        problems.append(
+            f"no working DKIM key usable for email (s= absent, '*' or 'email') in the domain of "
+            f"From {from_addr}: RFC 6376 §3.6.1 verifiers ignore s=tlsrpt-only keys, so the "
+            "reports have no DMARC-aligned signature; add the domain's usual key as a second "
+            "[[reporter.mail.dkim]]"
+        )
+    return problems
+
+
+def _record_problem(key: LoadedKey, name: str, tags: dict[bytes, bytes]) -> str:
+    """Why the record's v=, p= or k= tags cannot work with ``key``; empty when they can."""
+    if tags.get(b"v", b"DKIM1") != b"DKIM1":
+        return f"the record for {name} has v={tags[b'v'].decode()}, not v=DKIM1"
+    if not tags.get(b"p"):
+        return (
+            f"the record for {name} has no public key (p= missing or empty: a revoked key, "
+            f"RFC 6376 §3.6.1); publish {record_for(key)}"
+        )
+    kind = tags.get(b"k", b"rsa").decode()
+    expected = "rsa" if key.algorithm == "rsa-sha256" else "ed25519"
+    if kind != expected:
+        return f"the record for {name} is for k={kind} but {key.key.key_path} is an {expected} key"
+    return ""
+
+
+def _services(tags: dict[bytes, bytes]) -> tuple[str, ...]:
+    """The record's s= values (RFC 6376 §3.6.1); an absent s= means "*"."""
+    values = tuple(v.strip().decode() for v in tags.get(b"s", b"*").split(b":"))
+    return tuple(v for v in values if v) or ("*",)
+
+
+def _warning(services: tuple[str, ...]) -> str:
+    if "tlsrpt" in services:
+        return (
+            f"the key matches, but the record has s={':'.join(services)}. RFC 6376 allows several "
+            "services, yet dkimpy-based verifiers reject any s= other than exactly 'tlsrpt', "
+            "'email' or '*' and so fail this signature; publish exactly s=tlsrpt for the report "
+            "key and keep a second signature with the domain's usual key."
+        )
+    return (
+        "the key matches, but the record lacks s=tlsrpt. RFC 8460 §5.3 asks that the report "
+        "key's record say s=tlsrpt, and strict receivers ignore report signatures made with "
+        "other keys. This key is still needed: RFC 6376 §3.6.1 makes ordinary verifiers ignore "
+        "a key whose s= names neither 'email' nor '*', so a report signed only with an s=tlsrpt "
+        "key has no DMARC-aligned signature and can be rejected under p=reject. Keep this key "
+        "as the DMARC signature and add a second [[reporter.mail.dkim]] whose record has "
+        "exactly s=tlsrpt."
+    )
+
+
+def _aligned(key_domain: str, from_domain: str) -> bool:
+    return (
+        key_domain == from_domain
+        or from_domain.endswith("." + key_domain)
+        or key_domain.endswith("." + from_domain)
+    )
+
+
+def _error(key: LoadedKey, message: str, services: tuple[str, ...] = ()) -> KeyCheck:
+    return KeyCheck(key.key, "error", message, services)
+
+
+def _verify_sample(key: LoadedKey, name: str, record: str, mode: bool | str) -> str:
+    """Sign a sample report and verify it; an empty string when it verifies."""
+    sample = mail.compose(
+        report_domain="example.com",
+        submitter=key.key.domain,
+        report_id=f"key-check@{key.key.domain}",
+        from_addr=f"tlsrpt-noreply@{key.key.domain}",
+        to_addrs=["tlsrpt@example.com"],
+        gzip_body=gzip.compress(b"{}", mtime=0),
+        filename=f"{key.key.domain}!example.com!0!86399.json.gz",
+        summary_text="DKIM key self-check.\n",
+        date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        message_id=f"key-check@{key.key.domain}",
+    )
+    try:
+        signed = sign(sample, [key])
+    except DkimError as exc:
+        return str(exc)
+    verifier = dkim.DKIM(signed, tlsrpt=mode, minkey=_MIN_RSA_BITS)
+    try:
+        valid = bool(verifier.verify(dnsfunc=_serve(name, record)))
+    except dkim.DKIMException as exc:
+        return f"dkimpy could not verify a sample signed with {key.key.key_path}: {exc}"
+    if not valid:
+        return (
+            f"the private key in {key.key.key_path} does not match the public key in the record "
+            f"for {name}: publish {record_for(key)!r} or configure the matching key file"
+        )
+    return ""
+
+
+def _serve(name: str, record: str) -> Callable[..., bytes | None]:
+    """A dkimpy ``dnsfunc`` that answers the one record name with ``record``."""
+
+    def dnsfunc(qname: bytes, timeout: float = 5) -> bytes | None:
+        if qname.decode("ascii").lower().rstrip(".") == name.lower():
+            return record.encode("ascii")
+        return None
+
+    return dnsfunc
+
+
+def _unquote_zone_text(text: str) -> str:
+    """Join a zone-file style ``"part" "part"`` TXT value; plain text is returned stripped."""
+    if '"' not in text:
+        return text.strip()
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
+    return re.sub(r"\\(.)", r"\1", "".join(parts)).strip()
+
+
+def _read_key_file(key: DkimKey) -> bytes:
+    where = f"DKIM key file {key.key_path} (selector {key.selector}, domain {key.domain})"
+    try:
+        with key.key_path.open("rb") as f:
+            data = f.read(_MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        raise DkimError(f"{where} does not exist: create it or fix the key path") from None
+    except PermissionError:
+        raise DkimError(
+            f"{where} cannot be read by this user: make it readable by the reporter's user"
+        ) from None
+    except OSError as exc:
+        raise DkimError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > _MAX_KEY_FILE:
+        raise DkimError(f"{where} is larger than {_MAX_KEY_FILE} bytes: not a private key")
+    if not data.strip():
+        raise DkimError(f"{where} is empty")
+    return data
+
+
+def _load_pem(key: DkimKey, data: bytes) -> LoadedKey:
+    # dkimpy's PEM reader expects LF line ends.
+    pem = data.replace(b"\r\n", b"\n")
+    if b"ENCRYPTED" in pem:
+        raise DkimError(
+            f"DKIM key file {key.key_path} is encrypted: store it unencrypted, readable only by "
+            "the reporter's user"
+        )
+    if b"PRIVATE KEY-----" not in pem:
+        raise DkimError(
+            f"DKIM key file {key.key_path} holds no private key (a public key or certificate?)"
+        )
+    match = re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\s*(.*?)\s*-----END", pem, re.DOTALL)
+    try:
+        der = base64.b64decode(b"".join(match.group(1).split()) if match else b"", validate=True)
+    except binascii.Error:
+        der = b""
+    if der.startswith(_ED25519_PKCS8_PREFIX) and len(der) == len(_ED25519_PKCS8_PREFIX) + 32:
+        return _ed25519(key, der[len(_ED25519_PKCS8_PREFIX) :])
+    try:
+        rsa = dkim.crypto.parse_pem_private_key(pem)
+    except (dkim.crypto.UnparsableKeyError, ValueError, TypeError, IndexError) as exc:
+        raise DkimError(
+            f"DKIM key file {key.key_path} is not an RSA or Ed25519 private key in PEM form: {exc}"
+        ) from None
+    modulus: int = rsa["modulus"]
+    exponent: int = rsa["publicExponent"]
+    bits = modulus.bit_length()
+    if bits < _MIN_RSA_BITS:
+        raise DkimError(
+            f"DKIM key file {key.key_path} holds a {bits}-bit RSA key; RFC 8301 §3.2 requires at "
+            "least 1024 bits (2048 recommended)"
+        )
+    return LoadedKey(key, "rsa-sha256", bits, _rsa_spki_base64(modulus, exponent), pem)
+
+
+def _ed25519(key: DkimKey, seed: bytes) -> LoadedKey:
+    try:
+        signing = nacl.signing.SigningKey(seed)
+    except nacl.exceptions.CryptoError as exc:
+        raise DkimError(f"DKIM key file {key.key_path}: not an Ed25519 seed ({exc})") from None
+    public: bytes = bytes(signing.verify_key)
+    # RFC 8463 §4.2: p= is the base64 of the raw 32-byte public key.
+    return LoadedKey(
+        key,
+        "ed25519-sha256",
+        256,
+        base64.b64encode(public).decode("ascii"),
+        base64.b64encode(seed),
+    )
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(raw)]) + raw
+    return bytes([tag]) + length + content
+
+
+def _der_int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _rsa_spki_base64(modulus: int, exponent: int) -> str:
+    """SubjectPublicKeyInfo (RFC 5280 §4.1) of an RSA key, base64: the usual DKIM p= form."""
+    rsa_public = _der(0x30, _der_int(modulus) + _der_int(exponent))
+    algorithm = _der(0x30, _RSA_OID + b"\x05\x00")
+    spki = _der(0x30, algorithm + _der(0x03, b"\x00" + rsa_public))
+    return base64.b64encode(spki).decode("ascii")

@@ -1,0 +1,489 @@
+"""Delivery of a report by HTTPS POST (RFC 8460 §5.4), guarded against SSRF and DNS rebinding.
+
+This module owns one delivery attempt to one ``https:`` rua: parse the URI, resolve its host
+through the caller's resolver, refuse non-global addresses the operator did not allow, then POST
+to an address that passed the check while TLS (SNI, certificate name) and ``Host:`` use the
+name from the URI.
+
+It must not resolve names itself (a second lookup could answer differently: DNS rebinding), follow
+redirects, take proxies or credentials from the environment, or retry: retries and their backoff
+belong to the scheduler (RFC 8460 §5.5), which reads :attr:`DeliveryError.permanent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import certifi
+import httpx
+
+from tlsrpt_reporter import __version__
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolve = Callable[[str], Awaitable[list[IPAddress]]]
+
+# RFC 8460 §5.4: the gzip-compressed report is the POST body, with this media type.
+CONTENT_TYPE = "application/tlsrpt+gzip"
+
+# Each phase (connect, write, read) is bounded by ``timeout``; the whole exchange, every address
+# tried included, by this many times it, so a server trickling bytes cannot hold a sender forever.
+TOTAL_TIMEOUT_FACTOR = 3
+
+# How much of a refusal's body goes into the error message (it ends up in logs and the state db).
+_ERROR_BODY_CHARS = 200
+
+# NAT64's well-known prefix (RFC 6052) embeds an IPv4 address that a NAT64 gateway will reach.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+_KEYS = ("timeout", "allow_private", "verify_certificates", "max_response_bytes", "ca_file")
+
+
+class DeliveryError(TlsRptError):
+    """An HTTPS delivery attempt failed.
+
+    ``permanent`` tells the scheduler not to retry: the destination can never be used as it is
+    written (a malformed URI, an address the operator does not allow). Everything else, HTTP
+    errors, timeouts and TLS failures included, is worth retrying (RFC 8460 §5.5).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        address: str = "",
+        status: int | None = None,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.address = address
+        self.status = status
+        self.permanent = permanent
+
+
+class InvalidReportUrl(DeliveryError):
+    """The rua is not an ``https:`` URI we may POST to; permanent."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"cannot POST a report to {url!r}: {problem}", url=url, permanent=True)
+
+
+class ForbiddenAddress(DeliveryError):
+    """The rua's host resolves to an address that is not global and not allowed; permanent.
+
+    A TLS-RPT record can point a sender anywhere (RFC 8460 §7): without this check any domain
+    could make us POST into our own network.
+    """
+
+    def __init__(self, message: str, *, url: str = "", address: str = "") -> None:
+        super().__init__(message, url=url, address=address, permanent=True)
+
+
+@dataclass(frozen=True)
+class HttpsSettings:
+    """``[reporter.https]``: how reports are POSTed and where they may go."""
+
+    timeout: float = 30.0
+    allow_private: tuple[IPNetwork, ...] = ()
+    verify_certificates: bool = True
+    max_response_bytes: int = 65536
+    ca_file: str | None = None
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> HttpsSettings:
+        """Check the ``[reporter.https]`` table; ConfigError names ``reporter.https.<key>``."""
+        unknown = sorted(set(table) - set(_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"reporter.https.{unknown[0]}: unknown key; the known keys are {', '.join(_KEYS)}"
+            )
+        values: dict[str, Any] = {}
+        if "timeout" in table:
+            values["timeout"] = _positive_number("timeout", table["timeout"])
+        if "allow_private" in table:
+            values["allow_private"] = _networks(table["allow_private"])
+        if "verify_certificates" in table:
+            value = table["verify_certificates"]
+            if not isinstance(value, bool):
+                raise ConfigError(f"reporter.https.verify_certificates: {value!r} is not a boolean")
+            values["verify_certificates"] = value
+        if "max_response_bytes" in table:
+            value = table["max_response_bytes"]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(
+                    f"reporter.https.max_response_bytes: {value!r} is not a positive integer"
+                )
+            values["max_response_bytes"] = value
+        if "ca_file" in table:
+            value = table["ca_file"]
+            if not isinstance(value, str):
+                raise ConfigError(f"reporter.https.ca_file: {value!r} is not a path")
+            if value and not os.path.isfile(value):
+                raise ConfigError(
+                    f"reporter.https.ca_file: {value!r} is not a file; name a PEM bundle of CA "
+                    "certificates, or leave it empty for the system store"
+                )
+            values["ca_file"] = value or None
+        return cls(**values)
+
+
+def _positive_number(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"reporter.https.{key}: {value!r} is not a number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"reporter.https.{key}: {value!r} must be a positive number of seconds")
+    return float(value)
+
+
+def _networks(value: object) -> tuple[IPNetwork, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            f'reporter.https.allow_private: {value!r} is not a list of CIDRs, e.g. ["10.0.0.0/8"]'
+        )
+    networks: list[IPNetwork] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"reporter.https.allow_private: {item!r} is not a CIDR string")
+        try:
+            networks.append(ipaddress.ip_network(item.strip()))
+        except ValueError as exc:
+            # strict parsing: "127.0.0.1/8" is refused rather than silently widened or narrowed.
+            raise ConfigError(
+                f"reporter.https.allow_private: {item!r} is not a network ({exc}); "
+                'write the network address, e.g. "127.0.0.0/8"'
+            ) from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class ReportUrl:
+    """A parsed ``https:`` rua: the name for TLS and ``Host:``, and where to connect."""
+
+    url: str
+    host: str  # A-label or IP literal, lower case, no trailing dot, no brackets
+    port: int
+    ip_literal: IPAddress | None
+    parsed: httpx.URL
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host:`` value: the name, with the port when it is not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == 443 else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """A POST the receiver accepted (a 2xx answer, RFC 8460 §5.4)."""
+
+    url: str
+    address: str
+    status: int
+    reason: str
+    body: bytes  # at most HttpsSettings.max_response_bytes of it
+    truncated: bool
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status} {self.reason} from {self.url} at {self.address}".strip()
+
+
+def parse_report_url(url: str) -> ReportUrl:
+    """Parse an ``https:`` rua; InvalidReportUrl (permanent) when it cannot be used."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise InvalidReportUrl(url, f"malformed URI ({exc})") from None
+    # RFC 8460 §3: only the https scheme is delivered by POST.
+    if parsed.scheme != "https":
+        raise InvalidReportUrl(url, f"scheme {parsed.scheme!r} is not https")
+    if parsed.userinfo:
+        # Credentials in a record published in DNS are nobody's secret; refusing them also
+        # keeps "https://expected@elsewhere/" from misleading whoever reads the logs.
+        raise InvalidReportUrl(url, "user information (user@ or user:password@) is not allowed")
+    host = parsed.raw_host.decode("ascii").lower().removesuffix(".")
+    if not host:
+        raise InvalidReportUrl(url, "no host name")
+    port = 443 if parsed.port is None else parsed.port
+    if not 0 < port < 65536:
+        raise InvalidReportUrl(url, f"port {port} is out of range")
+    try:
+        ip_literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        ip_literal = None
+    return ReportUrl(url=url, host=host, port=port, ip_literal=ip_literal, parsed=parsed)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that traffic to ``ip`` ends up at, for the forms that carry one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def _not_global(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public Internet address, or None when it is one."""
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("multicast", ip.is_multicast),
+        ("link-local", ip.is_link_local),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
+        ("not globally reachable", not ip.is_global),
+    )
+    for label, hit in checks:
+        if hit:
+            return label
+    return None
+
+
+def _allowed(ip: IPAddress, settings: HttpsSettings) -> bool:
+    return any(ip.version == net.version and ip in net for net in settings.allow_private)
+
+
+def check_address(ip: IPAddress, settings: HttpsSettings) -> None:
+    """Raise ForbiddenAddress unless ``ip`` is global or inside ``allow_private``.
+
+    An IPv6 address that embeds an IPv4 one (IPv4-mapped, NAT64, 6to4) is judged by the IPv4
+    address too, so ``::ffff:127.0.0.1`` is loopback (RFC8460-SENDER §1, RFC 8460 §7).
+    """
+    inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    if _allowed(ip, settings) or (inner is not None and _allowed(inner, settings)):
+        return
+    # An IPv4-mapped address is only a spelling of the IPv4 one (its ::ffff:0:0/96 wrapper is
+    # "reserved" to ipaddress); NAT64 and 6to4 must be global on both layers.
+    mapped = isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+    for candidate in (inner,) if mapped else (inner, ip):
+        if candidate is None:
+            continue
+        why = _not_global(candidate)
+        if why is not None:
+            shown = str(ip) if candidate is ip else f"{ip} (IPv4 {candidate})"
+            raise ForbiddenAddress(
+                f"{shown} is {why}; report destinations must be public addresses unless "
+                "listed in reporter.https.allow_private",
+                address=str(ip),
+            )
+
+
+async def checked_addresses(
+    target: ReportUrl, settings: HttpsSettings, resolve: Resolve
+) -> list[IPAddress]:
+    """The addresses of ``target`` that pass :func:`check_address`, in the resolver's order.
+
+    The host is resolved once, here; the connection later goes to one of these addresses and
+    never to the name, so a second DNS answer cannot swap in an internal address (rebinding).
+    """
+    if target.ip_literal is not None:
+        candidates: list[IPAddress] = [target.ip_literal]
+    else:
+        try:
+            candidates = list(await resolve(target.host))
+        except (TlsRptError, OSError) as exc:
+            raise DeliveryError(
+                f"POST {target.url}: cannot resolve {target.host}: {exc}", url=target.url
+            ) from exc
+        if not candidates:
+            raise DeliveryError(f"POST {target.url}: {target.host} has no address", url=target.url)
+    allowed: list[IPAddress] = []
+    refusals: list[str] = []
+    for ip in candidates:
+        try:
+            check_address(ip, settings)
+        except ForbiddenAddress as exc:
+            refusals.append(str(exc))
+        else:
+            allowed.append(ip)
+    if not allowed:
+        raise ForbiddenAddress(
+            f"POST {target.url} refused: {'; '.join(refusals)}",
+            url=target.url,
+            address=", ".join(str(ip) for ip in candidates),
+        )
+    return allowed
+
+
+async def post_report(
+    url: str, body: bytes, settings: HttpsSettings, resolve: Resolve
+) -> PostResult:
+    """POST the gzip report ``body`` to the https rua ``url`` (RFC 8460 §5.4).
+
+    ``resolve`` maps a host name to its addresses (the project's DNS resolver; a TlsRptError or
+    OSError it raises becomes a retryable DeliveryError). Addresses that pass the check are tried in
+    order until one accepts a connection. Returns the 2xx answer; raises DeliveryError for
+    anything else: InvalidReportUrl and ForbiddenAddress are permanent, the rest retryable.
+    """
+    target = parse_report_url(url)
+    addresses = await checked_addresses(target, settings, resolve)
+    total = settings.timeout * TOTAL_TIMEOUT_FACTOR
+    try:
+        async with asyncio.timeout(total):
+            return await _post_first_reachable(target, addresses, body, settings)
+    except TimeoutError:
+        raise DeliveryError(
+            f"POST {url}: no complete answer within {total:g}s (reporter.https.timeout x "
+            f"{TOTAL_TIMEOUT_FACTOR})",
+            url=url,
+            address=", ".join(str(ip) for ip in addresses),
+        ) from None
+
+
+class _ConnectFailed(DeliveryError):
+    """Nothing was sent to this address; the next one may be tried."""
+
+
+async def _post_first_reachable(
+    target: ReportUrl, addresses: list[IPAddress], body: bytes, settings: HttpsSettings
+) -> PostResult:
+    failures: list[_ConnectFailed] = []
+    for ip in addresses:
+        try:
+            return await _post_to(target, ip, body, settings)
+        except _ConnectFailed as exc:
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    raise DeliveryError(
+        "; ".join(str(exc) for exc in failures),
+        url=target.url,
+        address=", ".join(exc.address for exc in failures),
+    )
+
+
+def _ssl_context(settings: HttpsSettings) -> ssl.SSLContext:
+    if not settings.verify_certificates:
+        # RFC 8460 §5.4: a sender MAY ignore certificate errors; here only by operator choice.
+        # SNI is still sent, so virtual hosts pick the right site.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if settings.ca_file:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    context = ssl.create_default_context()
+    if not context.cert_store_stats()["x509_ca"]:
+        # Some Python builds find no system store; certifi's bundle beats failing every POST.
+        # (A capath-only store also counts 0 here; adding certifi to it loses nothing.)
+        context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
+def _client(settings: HttpsSettings) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(settings), trust_env=False, retries=0)
+    # No proxy, netrc credentials or CA bundle from the environment: a proxy would connect to
+    # the name itself, undoing the address check. The explicit transport already keeps httpx
+    # from mounting *_PROXY variables; trust_env=False says so and covers netrc.
+    # No redirects: a 3xx is a failure like any non-2xx (RFC 8460 §5.4), and following one
+    # would reach an address nobody checked.
+    return httpx.AsyncClient(
+        transport=transport,
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(settings.timeout),
+    )
+
+
+async def _post_to(
+    target: ReportUrl, ip: IPAddress, body: bytes, settings: HttpsSettings
+) -> PostResult:
+    address = str(ip)
+    where = f"POST {target.url} (to {address})"
+    # The request goes to the checked address literally; the name travels in SNI and Host only.
+    try:
+        request_url = target.parsed.copy_with(host=address, port=target.port)
+    except httpx.InvalidURL as exc:  # e.g. an allow-listed link-local address with a zone
+        raise DeliveryError(f"{where}: cannot address {address}: {exc}", url=target.url) from None
+    headers = {
+        "Host": target.host_header,
+        "Content-Type": CONTENT_TYPE,  # RFC 8460 §5.4
+        # identity: a compressed answer could expand far beyond max_response_bytes.
+        "Accept-Encoding": "identity",
+        "User-Agent": f"tlsrpt-reporter/{__version__}",
+    }
+    # The certificate is checked against the SNI name; an IP-literal rua sends no SNI and is
+    # checked against the address, as ssl does for an IP server_hostname.
+    extensions = {} if target.ip_literal is not None else {"sni_hostname": target.host}
+    async with _client(settings) as client:
+        try:
+            async with client.stream(
+                "POST", request_url, content=body, headers=headers, extensions=extensions
+            ) as response:
+                data, truncated = await _read_capped(response, settings.max_response_bytes)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _ConnectFailed(
+                f"{where}: {_describe(exc, settings)}", url=target.url, address=address
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise DeliveryError(
+                f"{where}: {_describe(exc, settings)}", url=target.url, address=address
+            ) from exc
+    reason = _printable(response.reason_phrase)
+    # RFC 8460 §5.4: only a 2xx answer is success; a redirect is not followed.
+    if not 200 <= response.status_code < 300:
+        snippet = _printable(data[:_ERROR_BODY_CHARS].decode("utf-8", "replace"))
+        location = response.headers.get("Location")
+        detail = f" (redirect to {_printable(location)}, not followed)" if location else ""
+        raise DeliveryError(
+            f"{where}: HTTP {response.status_code} {reason}{detail}"
+            + (f": {snippet}" if snippet else ""),
+            url=target.url,
+            address=address,
+            status=response.status_code,
+        )
+    return PostResult(
+        url=target.url,
+        address=address,
+        status=response.status_code,
+        reason=reason,
+        body=data,
+        truncated=truncated,
+    )
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the body, and whether there was more (then left unread)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        room = limit - size
+        if len(chunk) > room:
+            chunks.append(chunk[:room])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+def _describe(exc: httpx.HTTPError, settings: HttpsSettings) -> str:
+    """The failure in an operator's words (httpx timeouts often have an empty message)."""
+    phases = {
+        httpx.ConnectTimeout: "connecting (TCP or TLS handshake)",
+        httpx.WriteTimeout: "sending the report",
+        httpx.ReadTimeout: "waiting for the answer",
+        httpx.PoolTimeout: "waiting for a connection slot",
+    }
+    for kind, phase in phases.items():
+        if isinstance(exc, kind):
+            return f"timed out after {settings.timeout:g}s {phase} (reporter.https.timeout)"
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"TLS certificate not accepted: {text}"
+    return text
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters, for a log line the receiver cannot forge."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text).strip()

@@ -1,0 +1,343 @@
+"""All DNS access of the reporter, through dnspython's asyncio resolver.
+
+This module owns the ``[dns]`` settings and every query the reporter makes: the TLSRPT TXT
+record (RFC 8460 §3), the A/AAAA addresses of an HTTPS rua host, the MX hosts of a mailto
+domain, and plain TXT (DKIM key records). It turns dnspython's outcomes into the distinction the
+callers need: "there is nothing" (NXDOMAIN, NODATA) is an answer, while SERVFAIL, timeouts and
+unreachable servers are temporary and mean "ask again later". It must not parse the records
+(tlsrpt_reporter.record does) nor decide where reports go.
+
+Names are queried as absolute names: no search list, no ndots, whatever resolv.conf says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdatatype
+import dns.resolver
+from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.TXT import TXT
+from dns.rdtypes.IN.A import A
+from dns.rdtypes.IN.AAAA import AAAA
+
+from tlsrpt_reporter.domain import normalize_domain
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.record import is_tlsrpt_record, select_record
+
+log = logging.getLogger("tlsrpt-reporter")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
+# What glibc's stub resolver uses when resolv.conf names no server.
+FALLBACK_NAMESERVER = "127.0.0.1"
+# DNS flag day 2020: an EDNS buffer that avoids IP fragmentation; larger answers go over TCP.
+_EDNS_PAYLOAD = 1232
+_MAX_TIMEOUT = 300.0
+_DETAIL_LENGTH = 300
+
+
+class DnsError(TlsRptError):
+    """A DNS answer could not be used."""
+
+
+class DnsTemporaryError(DnsError):
+    """SERVFAIL, timeout or no reachable nameserver: the question has no answer yet; retry."""
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """The ``[dns]`` table: nameservers (empty: the system's), their port, a per-lookup timeout."""
+
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 5.0
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> DnsSettings:
+        """Validate the raw ``[dns]`` table; a bad value raises ConfigError naming ``dns.<key>``."""
+        known = ("nameservers", "port", "timeout")
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"unknown key dns.{key}; known keys: {', '.join(known)}")
+        settings = cls()
+        return cls(
+            nameservers=_nameservers(table.get("nameservers", list(settings.nameservers))),
+            port=_port(table.get("port", settings.port)),
+            timeout=_timeout(table.get("timeout", settings.timeout)),
+        )
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """The outcome of a TLSRPT record lookup.
+
+    ``found``: ``record`` is the one TLSRPT record. ``none``: the domain has no usable record
+    (NXDOMAIN, NODATA, no or several TLSRPT records, an invalid name): no report. ``temporary``:
+    DNS did not answer; try again later. ``detail`` says what happened, for the log.
+    """
+
+    status: Literal["found", "none", "temporary"]
+    record: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: Literal["ok", "nxdomain", "nodata"]
+    rdatas: tuple[dns.rdata.Rdata, ...]
+    detail: str
+
+
+class Resolver:
+    """The reporter's one way to ask DNS; configured once from :class:`DnsSettings`."""
+
+    def __init__(
+        self, settings: DnsSettings | None = None, resolv_conf: str = SYSTEM_RESOLV_CONF
+    ) -> None:
+        """Configure from ``settings``; ``resolv_conf`` is read only when no nameserver is set."""
+        self.settings = settings or DnsSettings()
+        self._resolver = _make_resolver(self.settings, resolv_conf)
+
+    @property
+    def nameservers(self) -> tuple[str, ...]:
+        """The servers queried, in order."""
+        return tuple(str(server) for server in self._resolver.nameservers)
+
+    async def lookup_tlsrpt(self, domain: str) -> LookupResult:
+        """Look up the TLSRPT record of ``domain`` at ``_smtp._tls.<domain>`` (RFC 8460 §3)."""
+        try:
+            qname = _qname(f"_smtp._tls.{_domain(domain)}")
+        except ValueError as exc:
+            return LookupResult("none", None, f"not looking up {domain!r}: {exc}")
+        try:
+            answer = await self._query(qname, dns.rdatatype.TXT)
+        except DnsTemporaryError as exc:
+            # RFC8460-SENDER §1: a temporary failure is "try again later", never "no record".
+            return LookupResult("temporary", None, str(exc))
+        texts = [_txt_text(rdata) for rdata in answer.rdatas if isinstance(rdata, TXT)]
+        record = select_record(texts)
+        if record is not None:
+            return LookupResult("found", record, f"{_show(qname)}: one TLSRPT record")
+        if answer.status != "ok":
+            return LookupResult("none", None, answer.detail)
+        count = sum(1 for text in texts if is_tlsrpt_record(text))
+        if count == 0:
+            detail = f"{_show(qname)}: none of its {len(texts)} TXT records is a TLSRPT record"
+        else:
+            detail = (
+                f"{_show(qname)}: {count} TLSRPT records; RFC 8460 §3 requires exactly one, "
+                "so the domain gets no report"
+            )
+        return LookupResult("none", None, detail)
+
+    async def addresses(self, host: str) -> list[IPAddress]:
+        """The IPv4 then IPv6 addresses of ``host`` (an IP literal is returned as it is).
+
+        Returns [] when the name does not exist, has no address records or is not a valid name.
+        Raises DnsTemporaryError when DNS failed and no address was learnt.
+        """
+        try:
+            return [ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))]
+        except ValueError:
+            pass
+        try:
+            qname = _qname(_domain(host))
+        except ValueError:
+            return []
+        outcomes = await asyncio.gather(
+            self._query(qname, dns.rdatatype.A),
+            self._query(qname, dns.rdatatype.AAAA),
+            return_exceptions=True,
+        )
+        found: list[IPAddress] = []
+        failures: list[DnsTemporaryError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, DnsTemporaryError):
+                failures.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                for rdata in outcome.rdatas:
+                    if isinstance(rdata, A | AAAA):
+                        address = ipaddress.ip_address(rdata.address)
+                        if address not in found:
+                            found.append(address)
+        # One family answering is enough to connect; only "nothing known" is worth a retry.
+        if not found and failures:
+            raise DnsTemporaryError("; ".join(str(failure) for failure in failures))
+        return found
+
+    async def mx_hosts(self, domain: str) -> list[str]:
+        """The mail hosts of ``domain``, most preferred first, as lower-case names.
+
+        No MX records means the domain itself (RFC 5321 §5.1). A null MX (RFC 7505), a name
+        that does not exist or is invalid gives []: no mail can be delivered there. Raises
+        DnsTemporaryError on SERVFAIL or timeout.
+        """
+        try:
+            name = _domain(domain)
+            qname = _qname(name)
+        except ValueError:
+            return []
+        answer = await self._query(qname, dns.rdatatype.MX)
+        if answer.status == "nxdomain":
+            return []
+        if answer.status == "nodata":
+            return [name]  # RFC 5321 §5.1: the implicit MX
+        preferred: list[tuple[int, str]] = [
+            (rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower())
+            for rdata in answer.rdatas
+            # RFC 7505 §3: a null MX has the root as its exchange: "no mail here".
+            if isinstance(rdata, MX) and rdata.exchange != dns.name.root
+        ]
+        # RFC 5321 §5.1: hosts of equal preference are tried in random order.
+        random.shuffle(preferred)
+        preferred.sort(key=lambda entry: entry[0])
+        hosts: list[str] = []
+        for _, host in preferred:
+            if host not in hosts:
+                hosts.append(host)
+        return hosts
+
+    async def txt_records(self, name: str) -> list[str]:
+        """Every TXT record at ``name``, each with its strings joined; [] when there is none.
+
+        Raises DnsTemporaryError on SERVFAIL or timeout.
+        """
+        try:
+            qname = _qname(_domain(name))
+        except ValueError:
+            return []
+        answer = await self._query(qname, dns.rdatatype.TXT)
+        return [_txt_text(rdata) for rdata in answer.rdatas if isinstance(rdata, TXT)]
+
+    async def txt(self, name: str) -> str:
+        """The single TXT record at ``name`` (a DKIM key record), or "" when there is none.
+
+        Raises DnsError when there are several and DnsTemporaryError on SERVFAIL or timeout.
+        """
+        records = await self.txt_records(name)
+        if len(records) > 1:
+            raise DnsError(f"{name} has {len(records)} TXT records; expected exactly one")
+        return records[0] if records else ""
+
+    async def _query(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Answer:
+        what = f"{_show(qname)} {dns.rdatatype.to_text(rdtype)}"
+        timeout = self.settings.timeout
+        try:
+            # dnspython enforces the lifetime; the outer bound only guards against a stuck
+            # transport so that a daemon loop can never hang on DNS.
+            answer = await asyncio.wait_for(
+                self._resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False),
+                timeout + 1.0,
+            )
+        except dns.resolver.NXDOMAIN:
+            return _Answer("nxdomain", (), f"{_show(qname)} does not exist (NXDOMAIN)")
+        except dns.resolver.YXDOMAIN:
+            return _Answer("nxdomain", (), f"{_show(qname)} is too long after DNAME rewriting")
+        except (dns.exception.Timeout, TimeoutError):
+            raise DnsTemporaryError(f"{what}: no answer within {timeout:g}s") from None
+        except dns.resolver.NoNameservers as exc:
+            # Every server answered SERVFAIL or REFUSED, or could not be reached.
+            raise DnsTemporaryError(f"{what}: no nameserver answered: {_brief(exc)}") from None
+        except (dns.exception.DNSException, OSError) as exc:
+            raise DnsTemporaryError(f"{what}: lookup failed: {_brief(exc)}") from None
+        if answer.rrset is None:
+            return _Answer("nodata", (), f"{what}: no such records (NODATA)")
+        return _Answer("ok", tuple(answer.rrset), f"{what}: {len(answer.rrset)} records")
+
+
+def _make_resolver(settings: DnsSettings, resolv_conf: str) -> dns.asyncresolver.Resolver:
+    if settings.nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = list(settings.nameservers)
+    else:
+        try:
+            resolver = dns.asyncresolver.Resolver(filename=resolv_conf)
+        except (dns.exception.DNSException, OSError, ValueError, UnicodeError) as exc:
+            log.warning(
+                "cannot use the system resolver configuration %s (%s); querying %s instead: "
+                "set dns.nameservers to choose the servers",
+                resolv_conf, exc, FALLBACK_NAMESERVER,
+            )  # fmt: skip
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = [FALLBACK_NAMESERVER]
+    # Applies to every server that has no port of its own, resolv.conf's included.
+    resolver.port = settings.port
+    resolver.timeout = settings.timeout
+    resolver.lifetime = settings.timeout
+    resolver.search = []
+    resolver.use_search_by_default = False
+    resolver.use_edns(0, 0, _EDNS_PAYLOAD)
+    return resolver
+
+
+def _domain(name: str) -> str:
+    """``name`` as a lower-case A-label without trailing dot; ValueError when it is not a name."""
+    return normalize_domain(name)
+
+
+def _qname(text: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(text, origin=dns.name.root)
+    except dns.exception.DNSException as exc:  # a label over 63 or a name over 255 octets
+        raise ValueError(f"{text[:80]!r} is not a valid DNS name: {exc}") from None
+
+
+def _txt_text(rdata: TXT) -> str:
+    # RFC 8460 §3: the character-strings of one record are joined with no separator.
+    return b"".join(rdata.strings).decode("utf-8", errors="replace")
+
+
+def _show(qname: dns.name.Name) -> str:
+    return qname.to_text(omit_final_dot=True)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= _DETAIL_LENGTH else text[:_DETAIL_LENGTH] + "..."
+
+
+def _nameservers(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            f"dns.nameservers must be a list of IP addresses (empty: the system's), got {value!r}"
+        )
+    servers: list[str] = []
+    for item in value:
+        try:
+            if not isinstance(item, str):
+                raise ValueError(item)  # ip_address() would take 1 for "0.0.0.1"
+            servers.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ConfigError(
+                f'dns.nameservers must hold IP addresses like "192.0.2.53", got {item!r}'
+            ) from None
+    return tuple(servers)
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"dns.port must be a whole number between 1 and 65535, got {value!r}")
+    return value
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"dns.timeout must be a number of seconds, got {value!r}")
+    if not 0 < value <= _MAX_TIMEOUT:
+        raise ConfigError(
+            f"dns.timeout must be more than 0 and at most {_MAX_TIMEOUT:g} seconds, got {value!r}"
+        )
+    return float(value)

@@ -1,0 +1,181 @@
+"""When reports are built and sent: the reporter's decisions, with its I/O kept at the edges.
+
+A finished UTC day is built once (after ``grace``), each report gets its own send time inside
+``spread``, and each (report, destination) pair is retried with exponential backoff for up to
+``retry_for`` after its first attempt (RFC 8460 §4.1, §5.5). The pure helpers at the top make
+the decisions; :class:`Reporter` applies them to the state database and the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import random
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlsrpt_reporter import report, schema, sources, state
+from tlsrpt_reporter.reporter_config import ReporterConfig
+
+log = logging.getLogger("tlsrpt-reporter")
+
+_BACKOFF_FIRST = 60.0
+_BACKOFF_MAX = 4 * 3600.0
+
+
+# --- pure decisions ----------------------------------------------------------------------
+
+
+def send_times(count: int, start: float, spread: float, rng: random.Random) -> list[float]:
+    """One send time per report in [start, start + spread), drawn so that load is flat:
+    the window is cut into ``count`` equal slots and each report gets a random moment in its
+    own slot, in a random order (RFC 8460 §4.1: not everybody at 00:00)."""
+    if count == 0:
+        return []
+    slot = spread / count
+    times = [start + (i + rng.random()) * slot for i in range(count)]
+    rng.shuffle(times)
+    return times
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt: exponential with jitter
+    (RFC 8460 §5.5), so retries of many reports do not synchronise."""
+    base = min(_BACKOFF_FIRST * 2.0 ** max(0, attempts - 1), _BACKOFF_MAX)
+    return base * rng.uniform(0.75, 1.25)
+
+
+def day_end(day: str) -> float:
+    """The Unix time of the midnight that ends ``day``."""
+    return report.day_range(day)[1] + 1.0
+
+
+def due_days(
+    days: Sequence[str], built: Callable[[str], bool], now: float, grace: float
+) -> list[str]:
+    """Days that ended at least ``grace`` seconds ago and were not built yet."""
+    return [d for d in days if day_end(d) + grace <= now and not built(d)]
+
+
+def choose_record(records: dict[tuple[str, str], float], domain: str) -> str:
+    """The record the MTA saw last for ``domain`` ('' when it saw none)."""
+    seen = [(last, record) for (d, record), last in records.items() if d == domain and record]
+    return max(seen)[1] if seen else ""
+
+
+def message_id(report_id: str) -> str:
+    """A Message-ID derived from the Report-ID, identical on every resend."""
+    left, _, right = report_id.partition("@")
+    return f"<tlsrpt.{left}@{right}>"
+
+
+# --- applying them -----------------------------------------------------------------------
+
+
+@dataclass
+class BuildResult:
+    """What building one day did."""
+
+    day: str
+    reports: int = 0
+    skipped: list[str] = field(default_factory=list)
+    capped: int = 0
+
+
+class Progress:
+    """A one-line progress counter on a terminal; silent when output is not a terminal."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = total
+        self.enabled = sys.stderr.isatty() and total > 20
+
+    def step(self, done: int) -> None:
+        """Show ``done`` of ``total``."""
+        if self.enabled and (done == self.total or done % 50 == 0):
+            sys.stderr.write(f"\r{self.label}: {done}/{self.total}")
+            if done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def build_reports(
+    cfg: ReporterConfig, day: str, data: sources.DayData, now: float
+) -> tuple[list[dict[str, Any]], BuildResult]:
+    """Build, validate and describe every report of ``day`` (no state written)."""
+    identity = report.Identity(cfg.organization_name, cfg.contact_info)
+    domains = report.domains_of(data.lines, day)
+    result = BuildResult(day=day)
+    rows: list[dict[str, Any]] = []
+    progress = Progress(f"building {day}", len(domains))
+    by_domain: dict[str, list[dict[str, Any]]] = {}
+    for line in data.lines:
+        by_domain.setdefault(line["domain"], []).append(line)
+    date = email.utils.format_datetime(dt.datetime.fromtimestamp(now, dt.UTC))
+    for done, domain in enumerate(domains, 1):
+        progress.step(done)
+        if domain in cfg.never_report:
+            result.skipped.append(domain)
+            continue
+        built = report.build(day, domain, by_domain[domain], identity, cfg.max_failure_details)
+        # Never send what a strict consumer would reject (RFC8460-SENDER §8).
+        schema.validate(built.document)
+        result.capped += built.totals.capped
+        if built.totals.capped:
+            log.warning(
+                "report for %s on %s: %d failure details over the cap "
+                "(reporter.max_failure_details = %d) were left out",
+                domain, day, built.totals.capped, cfg.max_failure_details,
+            )  # fmt: skip
+        record = choose_record(data.records, domain) if cfg.record_source == "datagram" else ""
+        rows.append(
+            {
+                "domain": domain,
+                "report_id": built.report_id,
+                "message_id": message_id(built.report_id),
+                "date": date,
+                "filename": built.filename,
+                "gzip": built.gzip_bytes,
+                "summary": report.summary_text(built, identity),
+                "record": record,
+                "built": built,
+            }
+        )
+    result.reports = len(rows)
+    return rows, result
+
+
+def build_due(
+    cfg: ReporterConfig, conn: sqlite3.Connection, now: float, rng: random.Random
+) -> list[BuildResult]:
+    """Build every finished day not built yet and store its reports with their send times."""
+    results = []
+    for day in due_days(sources.days_with_data(cfg.sources), lambda d: state.is_built(conn, d),
+                        now, cfg.grace):  # fmt: skip
+        data = sources.read_day(cfg.sources, day)
+        note = ""
+        if data.failed_sources:
+            # A source that does not answer postpones the day, up to retry_for; after that the
+            # day is reported with what arrived, and the gap is logged.
+            if now < day_end(day) + cfg.grace + cfg.retry_for:
+                log.warning(
+                    "postponing %s: sources failed: %s", day, "; ".join(data.failed_sources)
+                )
+                continue
+            note = "built without: " + "; ".join(data.failed_sources)
+            log.error("building %s although sources failed: %s", day, note)
+        rows, result = build_reports(cfg, day, data, now)
+        start = max(now, day_end(day) + cfg.grace)
+        for row, when in zip(rows, send_times(len(rows), start, cfg.spread, rng), strict=True):
+            row["send_at"] = when
+        state.insert_day(conn, day, now, rows, note)
+        log.info(
+            "built %d reports for %s (%d domains never reported to)",
+            result.reports, day, len(result.skipped),
+        )  # fmt: skip
+        results.append(result)
+    return results

@@ -1,0 +1,207 @@
+"""Delivering stored reports: resolve destinations, attempt, record, retry (RFC 8460 §5).
+
+The order of writes is what makes crashes harmless: an attempt is committed before it starts
+and its outcome the moment it is known. A crash between a receiver's acceptance and the
+commit resends the same stored bytes with the same Report-ID and Message-ID, which lets the
+receiver drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tlsrpt_reporter import state
+from tlsrpt_reporter.deliver import dkim, https, mail, smtp
+from tlsrpt_reporter.dns import Resolver
+from tlsrpt_reporter.record import RecordError, parse_record
+from tlsrpt_reporter.reporter_config import ReporterConfig
+from tlsrpt_reporter.schedule import Progress, backoff
+
+log = logging.getLogger("tlsrpt-reporter")
+
+_DELIVERY_ERRORS = (smtp.DeliveryError, https.DeliveryError)
+
+
+@dataclass
+class SendSummary:
+    """What one pass of :meth:`Sender.send_due` did."""
+
+    resolved: int = 0
+    attempted: int = 0
+    sent: int = 0
+    retrying: int = 0
+    given_up: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Sender:
+    """Delivers due reports; one instance per process (it holds the loaded DKIM keys)."""
+
+    def __init__(
+        self,
+        cfg: ReporterConfig,
+        resolver: Resolver,
+        https_settings: https.HttpsSettings,
+        keys: list[dkim.LoadedKey],
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.resolver = resolver
+        self.https_settings = https_settings
+        self.keys = keys
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.smtp_settings = smtp.SmtpSettings(
+            relay=cfg.mail.relay,
+            starttls=cfg.mail.relay_starttls,
+            username=cfg.mail.relay_username,
+            password_file=cfg.mail.relay_password_file,
+            helo_name=cfg.mail.helo_name,
+            envelope_from=cfg.mail.envelope_from or cfg.mail.from_addr,
+        )
+        self.mail_enabled = bool(keys)
+
+    async def send_due(self, conn: sqlite3.Connection, force: bool = False) -> SendSummary:
+        """Resolve the destinations of due reports, then attempt every due delivery."""
+        summary = SendSummary()
+        for row in state.reports_to_resolve(conn, self.clock(), force):
+            await self._resolve(conn, row)
+            summary.resolved += 1
+        due = state.due_deliveries(conn, self.clock(), force)
+        progress = Progress("sending", len(due))
+        for done, delivery in enumerate(due, 1):
+            progress.step(done)
+            if delivery.destination.startswith("mailto:") and not self.mail_enabled:
+                continue  # the DKIM self-check failed at start-up: mail waits, HTTPS goes on
+            outcome = await self._attempt(conn, delivery)
+            summary.attempted += 1
+            if outcome == "sent":
+                summary.sent += 1
+            elif outcome == "given-up":
+                summary.given_up += 1
+            else:
+                summary.retrying += 1
+        return summary
+
+    async def _resolve(self, conn: sqlite3.Connection, row: state.ReportRow) -> None:
+        now = self.clock()
+        record = row.record
+        if not record:
+            result = await self.resolver.lookup_tlsrpt(row.domain)
+            if result.status == "temporary":
+                # RFC8460-SENDER §1: a temporary DNS failure is "later", never "no record".
+                first = row.first_attempt or now
+                if now - first >= self.cfg.retry_for:
+                    log.error("giving up on %s (%s): DNS kept failing: %s",
+                              row.domain, row.day, result.detail)  # fmt: skip
+                    state.set_report(conn, row.id, status="given-up", last_error=result.detail)
+                    return
+                attempts = row.attempts + 1
+                state.set_report(
+                    conn, row.id, attempts=attempts, first_attempt=first,
+                    next_attempt=now + backoff(attempts, self.rng), last_error=result.detail,
+                )  # fmt: skip
+                log.warning("DNS lookup for %s failed, retrying later: %s",
+                            row.domain, result.detail)  # fmt: skip
+                return
+            if result.status == "none" or result.record is None:
+                state.set_report(conn, row.id, status="no-destination", last_error=result.detail)
+                return
+            record = result.record
+        try:
+            parsed = parse_record(record)
+        except RecordError as exc:
+            state.set_report(conn, row.id, status="no-destination", last_error=str(exc))
+            log.warning("no report for %s: its record is unusable: %s", row.domain, exc)
+            return
+        for note in parsed.ignored:
+            log.info("record of %s: %s", row.domain, note)
+        destinations: list[tuple[str, str, str]] = []
+        for uri in parsed.uris:
+            target = f"mailto:{uri.value}" if uri.scheme == "mailto" else uri.value
+            if state.sent_to_destination(conn, row.day, target) >= (
+                self.cfg.max_reports_per_destination
+            ):
+                # A record can point anybody's rua anywhere (RFC 8460 §7): cap the fan-in.
+                destinations.append((target, "given-up", "reporter.max_reports_per_destination"))
+                log.warning("not sending %s's report to %s: per-destination cap reached",
+                            row.domain, target)  # fmt: skip
+            else:
+                destinations.append((target, "pending", ""))
+        if not destinations:
+            note = "; ".join(parsed.ignored) or "no usable rua"
+            state.set_report(conn, row.id, status="no-destination", last_error=note)
+            return
+        state.add_destinations(conn, row.id, destinations, now)
+        state.refresh_report_status(conn, row.id)
+
+    async def _attempt(self, conn: sqlite3.Connection, delivery: state.DeliveryRow) -> str:
+        now = self.clock()
+        attempts = delivery.attempts + 1
+        first = delivery.first_attempt or now
+        # Recorded before the attempt: a crash now means a retry later, never a lost report.
+        state.set_delivery(
+            conn, delivery.report, delivery.destination, attempts=attempts,
+            first_attempt=first, next_attempt=now + backoff(attempts, self.rng),
+        )  # fmt: skip
+        row = state.report(conn, delivery.report)
+        try:
+            detail = await self._deliver(row, delivery.destination)
+        except _DELIVERY_ERRORS as exc:
+            permanent = bool(getattr(exc, "permanent", False))
+            if permanent or self.clock() - first >= self.cfg.retry_for:
+                outcome = "given-up"
+            else:
+                outcome = "failed-retrying"
+            state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
+                               last_error=str(exc)[:1000])  # fmt: skip
+            log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
+                        delivery.destination, attempts, outcome, exc)  # fmt: skip
+        else:
+            outcome = "sent"
+            state.set_delivery(conn, delivery.report, delivery.destination, state="sent",
+                               accepted_at=self.clock(), detail=detail[:1000])  # fmt: skip
+            log.info("report %s for %s delivered to %s: %s", row.report_id, row.domain,
+                     delivery.destination, detail)  # fmt: skip
+        state.refresh_report_status(conn, delivery.report)
+        return outcome
+
+    async def _deliver(self, row: state.ReportRow, destination: str) -> str:
+        if destination.startswith("mailto:"):
+            address = destination[len("mailto:") :]
+            message = self.compose(row, address)
+            result = await smtp.send(
+                message, self.smtp_settings.envelope_from, [address], self.smtp_settings,
+                mx_lookup=self.resolver.mx_hosts,
+            )  # fmt: skip
+            return str(result)
+        posted = await https.post_report(
+            destination, row.gzip, self.https_settings, resolve=self.resolver.addresses
+        )
+        return str(posted)
+
+    def compose(self, row: state.ReportRow, address: str) -> bytes:
+        """The signed report mail of ``row`` for ``address``."""
+        date = email.utils.parsedate_to_datetime(row.date) or dt.datetime.now(dt.UTC)
+        message = mail.compose(
+            report_domain=row.domain,
+            submitter=self.cfg.contact_info.rpartition("@")[2].lower(),
+            report_id=row.report_id,
+            from_addr=self.cfg.mail.from_addr,
+            to_addrs=[address],
+            gzip_body=row.gzip,
+            filename=row.filename,
+            summary_text=row.summary,
+            date=date,
+            message_id=row.message_id,
+        )
+        return dkim.sign(message, self.keys)
