@@ -1,18 +1,19 @@
-"""The receive process: drains the datagram socket and hands raw datagrams to the daemon.
+"""The receive process: drains the datagram socket and hands datagrams to the daemon.
 
 It runs as its own process so that nothing the daemon does (decoding, SQLite, the GIL held by a
 busy thread) can delay a ``recv``: libtlsrpt sends with MSG_DONTWAIT, so a full receive queue
 (``net.unix.max_dgram_qlen``, 10 to 512 datagrams) silently drops sessions at the MTA. This
-process only receives, stamps the receive time, frames and writes to a pipe; when the daemon
-reads slowly it buffers up to a byte cap, then counts what it had to drop.
+process only receives, stamps the UTC day, counts identical datagrams and writes to a pipe.
+MTA traffic repeats itself (Postfix's success datagrams for a domain are byte-identical), so
+while the daemon is busy the pending counts grow far slower than the traffic; past a byte cap
+on what is held, new distinct datagrams are dropped and counted.
 
 Frames on the pipe (little-endian):
-    header ``<BIId``: kind, payload length, count, receive time (Unix seconds)
-    kind 0 (batch): ``count`` datagrams, each ``<I`` length + bytes; a length with the top bit
-        set means the datagram was larger than the cap (no bytes follow; the receive buffer is
-        one byte over the cap, so the true size is not known);
-        every datagram of a batch was received on the same UTC day as ``time``.
-    kind 1 (dropped): ``count`` datagrams were dropped for lack of buffer at ``time``; no payload.
+    header ``<BIIdd``: kind, payload length, entry count, first and last receive time
+    kind 0 (batch): ``count`` entries, each ``<II`` (times received, length) + the datagram;
+        a length with the top bit set stands for that many datagrams larger than the cap
+        (no bytes follow); every entry was received on the UTC day of the frame's times.
+    kind 1 (dropped): ``count`` datagrams were dropped for lack of room; no payload.
     kind 2 (ready): the receive loop is running; sent once at start.
 """
 
@@ -30,14 +31,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-HEADER = struct.Struct("<BIId")
-LENGTH = struct.Struct("<I")
+HEADER = struct.Struct("<BIIdd")
+ENTRY = struct.Struct("<II")
 KIND_BATCH = 0
 KIND_DROPPED = 1
 KIND_READY = 2
 OVERSIZE_FLAG = 0x8000_0000
-_MAX_BATCH = 512
-_MAX_BATCHES_PER_DRAIN = 16
+# Datagrams taken per drain() before the caller gets to write; entries per frame.
+_MAX_PER_DRAIN = 4096
+_MAX_ENTRIES_PER_FRAME = 4096
+_ENTRY_OVERHEAD = 64  # rough bytes a held entry costs beyond its datagram (dict slot, count)
+# Counts are handed over at most this often (or when this much is held): the longer a window,
+# the more identical datagrams fold into one entry; the daemon only writes once a second.
+_PACK_EVERY = 0.02
+_PACK_BYTES = 1 << 20
 _PR_SET_PDEATHSIG = 1
 
 
@@ -59,71 +66,91 @@ class Receiver:
         self.max_size = max_size
         self.max_backlog = max_backlog
         self.clock = clock
-        self.backlog: deque[memoryview] = deque()
-        self.backlog_bytes = 0
-        self.dropped = 0
-        self.stopping = False
         self.shutdown_on_stop = shutdown_on_stop
+        self.stopping = False
+        # UTC day number -> {datagram: times}, and -> [first, last] receive time
+        self.pending: dict[int, dict[bytes, int]] = {}
+        self.span: dict[int, list[float]] = {}
+        self.oversize: dict[int, int] = {}
+        self.pending_bytes = 0
+        self.out: deque[memoryview] = deque()
+        self.out_bytes = 0
+        self.dropped = 0
+        self.packed_at = 0.0
 
     def _emit(self, frame: bytes) -> None:
-        self.backlog.append(memoryview(frame))
-        self.backlog_bytes += len(frame)
+        self.out.append(memoryview(frame))
+        self.out_bytes += len(frame)
 
     def drain(self) -> bool:
-        """Receive what is queued now, in batches that never cross a UTC day.
+        """Receive and count what is queued now.
 
-        Returns True after a bounded number of batches (more may be waiting), so the caller
-        gets to write them out; False once the socket queue is empty.
+        Returns True after a bounded number of datagrams (more may be waiting), so the caller
+        gets to write; False once the socket queue is empty.
         """
         recv = self.sock.recv
         bufsize = self.max_size + 1
-        pack = LENGTH.pack
-        for _ in range(_MAX_BATCHES_PER_DRAIN):
-            parts: list[bytes] = []
-            count = 0
-            first = 0.0
-            day = -1
-            while count < _MAX_BATCH:
-                try:
-                    data = recv(bufsize)
-                except (BlockingIOError, InterruptedError):
-                    break
-                now = self.clock()
-                if count == 0:
-                    first, day = now, int(now // 86400)
-                elif int(now // 86400) != day:
-                    # Midnight passed: this datagram opens the next day's batch.
-                    self._close_batch(parts, count, first)
-                    parts, count, first, day = [], 0, now, int(now // 86400)
-                if self.backlog_bytes > self.max_backlog:
-                    self.dropped += 1
-                    continue
-                size = len(data)
-                if size > self.max_size:
-                    parts.append(pack(OVERSIZE_FLAG))
-                else:
-                    parts.append(pack(size))
-                    parts.append(data)
-                count += 1
-            if count:
-                self._close_batch(parts, count, first)
-            if count < _MAX_BATCH:
+        clock = self.clock
+        pending = self.pending
+        for _ in range(_MAX_PER_DRAIN):
+            try:
+                data = recv(bufsize)
+            except (BlockingIOError, InterruptedError):
                 return False
+            now = clock()
+            day = int(now // 86400)
+            counts = pending.get(day)
+            if counts is None:
+                counts = pending[day] = {}
+                self.span[day] = [now, now]
+            else:
+                self.span[day][1] = now
+            if len(data) > self.max_size:
+                self.oversize[day] = self.oversize.get(day, 0) + 1
+                continue
+            seen = counts.get(data)
+            if seen is not None:
+                counts[data] = seen + 1
+            elif self.pending_bytes + self.out_bytes > self.max_backlog:
+                self.dropped += 1
+            else:
+                counts[data] = 1
+                self.pending_bytes += len(data) + _ENTRY_OVERHEAD
         return True
 
-    def _close_batch(self, parts: list[bytes], count: int, first: float) -> None:
-        if not count:
+    def pack(self) -> None:
+        """Turn the pending counts into frames (one day per frame, bounded entries)."""
+        if not self.pending:
             return
-        payload = b"".join(parts)
-        self._emit(HEADER.pack(KIND_BATCH, len(payload), count, first) + payload)
+        for day in sorted(self.pending):
+            first, last = self.span[day]
+            entries: list[bytes] = []
+            over = self.oversize.pop(day, 0)
+            if over:
+                entries.append(ENTRY.pack(over, OVERSIZE_FLAG))
+            for data, times in self.pending[day].items():
+                entries.append(ENTRY.pack(times, len(data)) + data)
+                if len(entries) >= _MAX_ENTRIES_PER_FRAME:
+                    self._frame(entries, first, last)
+                    entries = []
+            if entries:
+                self._frame(entries, first, last)
+        self.pending.clear()
+        self.span.clear()
+        self.pending_bytes = 0
+
+    def _frame(self, entries: list[bytes], first: float, last: float) -> None:
+        payload = b"".join(entries)
+        self._emit(HEADER.pack(KIND_BATCH, len(payload), len(entries), first, last) + payload)
 
     def flush(self, block: bool = False) -> None:
-        """Write buffered frames to the pipe; raises BrokenPipeError when the daemon is gone."""
-        if self.dropped and self.backlog_bytes <= self.max_backlog:
-            self._emit(HEADER.pack(KIND_DROPPED, 0, self.dropped, self.clock()))
+        """Write frames to the pipe; raises BrokenPipeError when the daemon is gone."""
+        if self.dropped:
+            now = self.clock()
+            self._emit(HEADER.pack(KIND_DROPPED, 0, self.dropped, now, now))
             self.dropped = 0
-        while self.backlog:
-            chunk = self.backlog[0]
+        while self.out:
+            chunk = self.out[0]
             try:
                 written = os.write(self.out_fd, chunk)
             except BlockingIOError:
@@ -131,11 +158,11 @@ class Receiver:
                     return
                 select.select([], [self.out_fd], [])
                 continue
-            self.backlog_bytes -= written
+            self.out_bytes -= written
             if written == len(chunk):
-                self.backlog.popleft()
+                self.out.popleft()
             else:
-                self.backlog[0] = chunk[written:]
+                self.out[0] = chunk[written:]
 
     def run(self, wakeup_fd: int) -> None:
         """Loop until ``stopping`` is set (by a signal), then drain and flush everything."""
@@ -146,15 +173,25 @@ class Receiver:
         poller.register(wakeup_fd, select.POLLIN)
         out_events = 0
         poller.register(self.out_fd, out_events)  # POLLERR tells us the daemon went away
-        self._emit(HEADER.pack(KIND_READY, 0, 0, self.clock()))
+        now = self.clock()
+        self._emit(HEADER.pack(KIND_READY, 0, 0, now, now))
         while not self.stopping:
             self.drain()
+            now = time.monotonic()
+            if not self.out and (
+                now - self.packed_at >= _PACK_EVERY or self.pending_bytes >= _PACK_BYTES
+            ):
+                # The pipe took everything: hand over the counts. Otherwise keep counting;
+                # identical datagrams cost nothing more while the daemon is busy.
+                self.pack()
+                self.packed_at = now
             self.flush()
-            wanted = select.POLLOUT if self.backlog else 0
+            wanted = select.POLLOUT if self.out else 0
             if wanted != out_events:
                 poller.modify(self.out_fd, wanted)
                 out_events = wanted
-            for fd, events in poller.poll(1000):
+            timeout = 1000 if not self.pending else int(_PACK_EVERY * 1000) + 1
+            for fd, events in poller.poll(timeout):
                 if fd == self.out_fd and events & (select.POLLERR | select.POLLHUP):
                     raise BrokenPipeError("the collector daemon closed its end of the pipe")
                 if fd == wakeup_fd:
@@ -167,7 +204,8 @@ class Receiver:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RD)
         while self.drain():
-            self.flush(block=True)
+            pass
+        self.pack()
         self.flush(block=True)
 
 

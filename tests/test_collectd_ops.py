@@ -220,6 +220,7 @@ def test_counts_on_both_sides_of_utc_midnight_land_on_their_own_days(tmp_path: P
         send_all(tmp_path / "s.sock", [ok(f"d{i}.example")])
     server.setblocking(False)
     receiver.drain()
+    receiver.pack()
     receiver.flush(block=True)
     os.close(write_fd)
     frames = os.read(read_fd, 1 << 20)

@@ -128,11 +128,11 @@ class Aggregate:
                 counters[ckey] = counters.get(ckey, 0) + n
         return True
 
-    def reject(self, day: str, reason: str) -> None:
-        """Count one rejected datagram."""
-        self.count(day, C_RECEIVED)
-        self.count(day, C_REJECTED)
-        self.count(day, f"{C_REJECTED}:{reason}")
+    def reject(self, day: str, reason: str, times: int = 1) -> None:
+        """Count ``times`` rejected datagrams."""
+        self.count(day, C_RECEIVED, times)
+        self.count(day, C_REJECTED, times)
+        self.count(day, f"{C_REJECTED}:{reason}", times)
 
     def take(self) -> Aggregate:
         """Move everything into a new Aggregate and leave this one empty."""

@@ -10,9 +10,10 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from tlsrpt_reporter import commands, demo, logs, replay, store
 from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter import demo, replay, store
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -45,6 +46,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """Dry run: reports and signed mails into a directory; nothing sent or recorded."""
+    return commands.cmd_build(args.config, args.db, args.day, Path(args.out))
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Build finished days and deliver what is due, then exit."""
+    return commands.cmd_send(args.config, args.now)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The long-running reporter."""
+    logs.setup("tlsrpt-reporter", args.log_level)
+    return commands.cmd_run(args.config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Days, reports and deliveries."""
+    return commands.cmd_status(args.config, args.day, args.json)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """What is missing or wrong for collecting and for sending."""
+    return commands.cmd_check_config(args.config)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The end-to-end main job on the embedded default."""
     return demo.run(keep=args.keep)
@@ -73,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for room when the collector's queue is full instead of dropping",
     )
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("build", help="dry run: write a day's reports and signed mails to DIR")
+    p.add_argument("--day", required=True, type=_day, help="UTC day, YYYY-MM-DD")
+    p.add_argument("--out", required=True, help="directory for the .json.gz and .eml files")
+    p.add_argument("--db", help="collector database to read (instead of reporter.sources)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("send", help="build finished days, deliver what is due, exit")
+    p.add_argument("--now", action="store_true", help="deliver every pending report now")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("run", help="the long-running reporter")
+    p.add_argument("--log-level", default="info", choices=configmod.LOG_LEVELS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="days, reports and deliveries")
+    p.add_argument("--day", type=_day, help="only this UTC day")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check-config", help="what is missing or wrong for collecting and sending")
+    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("demo", help="run the collector on a bundled sample and export the day")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")

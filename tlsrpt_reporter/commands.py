@@ -15,11 +15,12 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter import reporter_config, schedule, sources, state
+from tlsrpt_reporter import logs, reporter_config, schedule, sources, state
 from tlsrpt_reporter.deliver import dkim, https
 from tlsrpt_reporter.dns import DnsSettings, Resolver
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
@@ -121,6 +122,7 @@ async def _self_check(sender: Sender, cfg: reporter_config.ReporterConfig) -> No
 
 def cmd_send(config_path: str | None, now: bool) -> int:
     """Build finished days, deliver what is due (everything pending with ``now``), exit."""
+    logs.setup("tlsrpt-reporter", "info")
     cfg_all = configmod.load(config_path)
     cfg = reporter_config.from_config(cfg_all)
     sender = _sender(cfg, cfg_all.dns)
@@ -234,3 +236,76 @@ def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any
             }
         )
     return out
+
+
+def cmd_check_config(config_path: str | None) -> int:
+    """Say, line by line, what is missing or wrong for collecting and for sending."""
+    problems = 0
+
+    def say(level: str, text: str) -> None:
+        nonlocal problems
+        if level in ("error", "missing"):
+            problems += 1
+        print(f"{level:8} {text}")
+
+    try:
+        cfg_all = configmod.load(config_path)
+        cfg = reporter_config.from_config(cfg_all)
+    except ConfigError as exc:
+        say("error", str(exc))
+        return EXIT_USAGE
+    say("ok", f"configuration read from {cfg_all.source or 'defaults (no file)'}")
+    _check_collecting(cfg_all.collectd, say)
+    _check_sending(cfg_all, cfg, say)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _check_collecting(cd: configmod.CollectdConfig, say: Any) -> None:
+    places = (
+        ("socket directory", Path(cd.socket).parent),
+        ("database directory", Path(cd.db).parent),
+    )
+    for what, path in places:
+        if path.is_dir():
+            say("ok", f"collecting: {what} {path} exists")
+        else:
+            say("error", f"collecting: {what} {path} does not exist: create it")
+
+
+def _check_sending(
+    cfg_all: configmod.Config, cfg: reporter_config.ReporterConfig, say: Any
+) -> None:
+    for item in cfg.missing_identity():
+        say("missing", f"sending: {item} is not set; reports are built but never sent")
+    for source in cfg.sources:
+        exists = Path(source).exists()
+        say("ok" if exists else "warning", f"source {source}" + ("" if exists else
+            " does not exist yet (the collector creates it)"))  # fmt: skip
+    checks_of_tables: list[tuple[str, Callable[[], object]]] = [
+        ("dns", lambda: DnsSettings.from_table(cfg_all.dns)),
+        ("reporter.https", lambda: https.HttpsSettings.from_table(cfg.https)),
+    ]
+    for name, check_table in checks_of_tables:
+        try:
+            check_table()
+            say("ok", f"[{name}] settings")
+        except ConfigError as exc:
+            say("error", str(exc))
+    try:
+        keys = _keys(cfg)
+    except TlsRptError as exc:
+        say("error", f"DKIM: {exc}")
+        return
+    checks = []
+    for key, conf in zip(keys, cfg.mail.dkim, strict=True):
+        if not conf.record:
+            say("ok", f"DKIM key {conf.selector}._domainkey.{conf.domain} loads; its DNS record "
+                "is checked when the reporter starts")  # fmt: skip
+            continue
+        check = dkim.check_key(key, conf.record)
+        checks.append(check)
+        say({"ok": "ok", "warning": "warning"}.get(check.level, "error"),
+            f"DKIM {conf.selector}._domainkey.{conf.domain}: {check.message}")  # fmt: skip
+    if checks and cfg.mail.from_addr:
+        for problem in dkim.coverage_problems(checks, cfg.mail.from_addr):
+            say("warning", f"DKIM: {problem}")

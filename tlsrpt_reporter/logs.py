@@ -62,11 +62,16 @@ class RepeatLimiter:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def allow(self, kind: str, now: float) -> int | None:
-        """None to stay quiet; else how many events of ``kind`` were suppressed before this."""
+    def allow(self, kind: str, now: float, events: int = 1) -> int | None:
+        """None to stay quiet; else how many events of ``kind`` were suppressed before this.
+
+        ``events`` counts identical events reported at once (all but one are suppressed).
+        """
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + events
             return None
+        if events > 1:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + events - 1
         self._last[kind] = now
         return self._suppressed.pop(kind, 0)
