@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
 from tlsrpt_collectd import listener
 from tlsrpt_collectd.receiver import (
     ENTRY,
@@ -34,7 +35,6 @@ from tlsrpt_collectd.receiver import (
     KIND_READY,
     OVERSIZE_FLAG,
 )
-
 from tlsrpt_reporter import config as configmod
 from tlsrpt_reporter import logs, store
 from tlsrpt_reporter.aggregate import C_DROPPED_MEMORY, Aggregate

@@ -18,9 +18,9 @@ import aiosqlite
 import pytest
 from conftest import Collector, send_all, write_config
 from test_collectd import ok
+
 from tlsrpt_collectd.daemon import Collector as Daemon
 from tlsrpt_collectd.receiver import Receiver
-
 from tlsrpt_reporter import config, store
 
 MakeCollector = Callable[..., Collector]
