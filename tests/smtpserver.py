@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,16 +55,17 @@ class _Handler:
         if self.server.config.data_reply:
             return self.server.config.data_reply
         assert envelope.original_content is not None
-        self.server.messages.append(
-            Received(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=list(envelope.rcpt_tos),
-                data=envelope.original_content,
-                tls=session.ssl is not None,
-                user=session.auth_data if session.authenticated else None,
-                helo=session.host_name or "",
-            )
+        received = Received(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=envelope.original_content,
+            tls=session.ssl is not None,
+            user=session.auth_data if session.authenticated else None,
+            helo=session.host_name or "",
         )
+        self.server.messages.append(received)
+        if self.server.on_data is not None:
+            self.server.on_data(received)
         return "250 2.0.0 Ok: queued as TEST1"
 
 
@@ -93,6 +95,7 @@ class SmtpServer:
         rcpt_reply: str | None = None,
         data_reply: str | None = None,
         accept_always: tuple[str, ...] = (),
+        on_data: Callable[[Received], None] | None = None,
     ) -> None:
         if broken_starttls and tls_context is None:
             # Any context will do: it only makes aiosmtpd advertise STARTTLS.
@@ -101,6 +104,7 @@ class SmtpServer:
         self.broken_starttls = broken_starttls
         self.config = _Config(rcpt_reply, data_reply, dict(users or {}))
         self.accept_always = accept_always
+        self.on_data = on_data  # called after a message is stored, before the 250 reply
         self.messages: list[Received] = []
         self.starttls_attempts: list[int] = []
         self.connections = 0

@@ -84,13 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every command also takes --config after its name (shared/INTERFACE.md).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("export", help="print a day's collected aggregates as JSON lines")
+    p = sub.add_parser(
+        "export", parents=[common], help="print a day's collected aggregates as JSON lines"
+    )
     p.add_argument("--db", help="collector database (default: collectd.db of the config)")
     p.add_argument("--day", required=True, type=_day, help="UTC day, YYYY-MM-DD")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("replay", help="send a JSON-lines file of datagrams to a collector")
+    p = sub.add_parser(
+        "replay", parents=[common], help="send a JSON-lines file of datagrams to a collector"
+    )
     p.add_argument("file", help="one datagram object per line; - for standard input")
     p.add_argument("--socket", required=True, help="the collector's socket path")
     p.add_argument("--rate", type=_positive_rate, help="datagrams per second (default: flat out)")
@@ -101,29 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("build", help="dry run: write a day's reports and signed mails to DIR")
+    p = sub.add_parser(
+        "build", parents=[common], help="dry run: write a day's reports and signed mails to DIR"
+    )
     p.add_argument("--day", required=True, type=_day, help="UTC day, YYYY-MM-DD")
     p.add_argument("--out", required=True, help="directory for the .json.gz and .eml files")
     p.add_argument("--db", help="collector database to read (instead of reporter.sources)")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("send", help="build finished days, deliver what is due, exit")
+    p = sub.add_parser(
+        "send", parents=[common], help="build finished days, deliver what is due, exit"
+    )
     p.add_argument("--now", action="store_true", help="deliver every pending report now")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("run", help="the long-running reporter")
+    p = sub.add_parser("run", parents=[common], help="the long-running reporter")
     p.add_argument("--log-level", default="info", choices=configmod.LOG_LEVELS)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="days, reports and deliveries")
+    p = sub.add_parser("status", parents=[common], help="days, reports and deliveries")
     p.add_argument("--day", type=_day, help="only this UTC day")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("check-config", help="what is missing or wrong for collecting and sending")
+    p = sub.add_parser(
+        "check-config", parents=[common], help="what is missing or wrong for collecting and sending"
+    )
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("demo", help="run the collector on a bundled sample and export the day")
+    p = sub.add_parser(
+        "demo", parents=[common], help="run the collector on a bundled sample and export the day"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.set_defaults(func=cmd_demo)
     return parser

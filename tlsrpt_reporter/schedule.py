@@ -68,9 +68,10 @@ def choose_record(records: dict[tuple[str, str], float], domain: str) -> str:
 
 
 def message_id(report_id: str) -> str:
-    """A Message-ID derived from the Report-ID, identical on every resend."""
+    """A Message-ID (without angle brackets) derived from the Report-ID, identical on every
+    resend so that receivers can drop a duplicate."""
     left, _, right = report_id.partition("@")
-    return f"<tlsrpt.{left}@{right}>"
+    return f"tlsrpt.{left}@{right}"
 
 
 # --- applying them -----------------------------------------------------------------------

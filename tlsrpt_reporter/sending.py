@@ -27,6 +27,8 @@ from tlsrpt_reporter.schedule import Progress, backoff
 log = logging.getLogger("tlsrpt-reporter")
 
 _DELIVERY_ERRORS = (smtp.DeliveryError, https.DeliveryError)
+# A report whose mail cannot be composed or signed will not get better by waiting.
+_PERMANENT_ERRORS = (mail.MailCompositionError, dkim.DkimError)
 
 
 @dataclass
@@ -156,8 +158,8 @@ class Sender:
         row = state.report(conn, delivery.report)
         try:
             detail = await self._deliver(row, delivery.destination)
-        except _DELIVERY_ERRORS as exc:
-            permanent = bool(getattr(exc, "permanent", False))
+        except (*_DELIVERY_ERRORS, *_PERMANENT_ERRORS) as exc:
+            permanent = isinstance(exc, _PERMANENT_ERRORS) or bool(getattr(exc, "permanent", False))
             if permanent or self.clock() - first >= self.cfg.retry_for:
                 outcome = "given-up"
             else:
