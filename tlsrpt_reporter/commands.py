@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tlsrpt_reporter import bulk_sign, logs, reporter_config, schedule, sources, state
 from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter import logs, reporter_config, schedule, sources, state
 from tlsrpt_reporter.deliver import dkim, https
 from tlsrpt_reporter.dns import DnsSettings, Resolver
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
@@ -47,11 +47,12 @@ def _need_identity(cfg: reporter_config.ReporterConfig) -> None:
         raise ConfigError(f"cannot build reports without {', '.join(missing)}")
 
 
+def _dkim_keys(cfg: reporter_config.ReporterConfig) -> list[dkim.DkimKey]:
+    return [dkim.DkimKey(k.domain, k.selector, Path(k.key), k.record) for k in cfg.mail.dkim]
+
+
 def _keys(cfg: reporter_config.ReporterConfig) -> list[dkim.LoadedKey]:
-    return [
-        dkim.load_key(dkim.DkimKey(k.domain, k.selector, Path(k.key), k.record))
-        for k in cfg.mail.dkim
-    ]
+    return [dkim.load_key(k) for k in _dkim_keys(cfg)]
 
 
 def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> int:
@@ -64,8 +65,9 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
         print(f"warning: source unreadable: {failure}", file=sys.stderr)
     rows, result = schedule.build_reports(cfg, day, data, time.time())
     out.mkdir(parents=True, exist_ok=True)
-    sender = Sender(cfg, Resolver(DnsSettings()), https.HttpsSettings(), keys)
-    emls = 0
+    # Unsigned here; signed below all at once, on every core.
+    sender = Sender(cfg, Resolver(DnsSettings()), https.HttpsSettings(), [])
+    mails: list[tuple[Path, bytes]] = []
     for row in rows:
         (out / row["filename"]).write_bytes(row["gzip"])
         to = _mailto(row["record"])
@@ -74,8 +76,11 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
                                      row["date"], row["filename"], row["gzip"], row["summary"],
                                      row["record"], 0.0, "pending", 0, None)  # fmt: skip
             eml = out / row["filename"].replace(".json.gz", ".eml")
-            eml.write_bytes(sender.compose(stored, to))
-            emls += 1
+            mails.append((eml, sender.compose(stored, to)))
+    signed = bulk_sign.sign_all([m for _, m in mails], _dkim_keys(cfg))
+    for (eml, _), message in zip(mails, signed, strict=True):
+        eml.write_bytes(message)
+    emls = len(mails)
     print(f"{day}: {result.reports} reports written to {out} ({emls} with an .eml)")
     if result.skipped:
         print(f"  never reported to: {', '.join(result.skipped)}")
