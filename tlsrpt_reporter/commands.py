@@ -76,7 +76,7 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
                                      row["date"], row["filename"], row["gzip"], row["summary"],
                                      row["record"], 0.0, "pending", 0, None)  # fmt: skip
             eml = out / row["filename"].replace(".json.gz", ".eml")
-            mails.append((eml, sender.compose(stored, to)))
+            mails.append((eml, sender.unsigned(stored, to)))
     signed = bulk_sign.sign_all([m for _, m in mails], _dkim_keys(cfg))
     for (eml, _), message in zip(mails, signed, strict=True):
         eml.write_bytes(message)

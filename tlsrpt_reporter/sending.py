@@ -193,8 +193,12 @@ class Sender:
 
     def compose(self, row: state.ReportRow, address: str) -> bytes:
         """The signed report mail of ``row`` for ``address``."""
+        return dkim.sign(self.unsigned(row, address), self.keys)
+
+    def unsigned(self, row: state.ReportRow, address: str) -> bytes:
+        """The report mail of ``row`` for ``address``, before DKIM signing."""
         date = email.utils.parsedate_to_datetime(row.date) or dt.datetime.now(dt.UTC)
-        message = mail.compose(
+        return mail.compose(
             report_domain=row.domain,
             submitter=self.cfg.contact_info.rpartition("@")[2].lower(),
             report_id=row.report_id,
@@ -206,4 +210,3 @@ class Sender:
             date=date,
             message_id=row.message_id,
         )
-        return dkim.sign(message, self.keys)
