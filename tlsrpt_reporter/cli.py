@@ -74,7 +74,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The end-to-end main job on the embedded default."""
-    return demo.run(keep=args.keep)
+    return demo.run(keep=not args.clean)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", parents=[common], help="run the collector on a bundled sample and export the day"
     )
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--clean", action="store_true", help="remove the demo's directory at the end")
     p.set_defaults(func=cmd_demo)
     return parser
 

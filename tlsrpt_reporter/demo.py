@@ -1,11 +1,13 @@
 """``tlsrpt-reporter demo``: the main job end to end on the embedded default.
 
-At this stage: a collector on a temporary socket and database, the bundled sample replayed into
-it, the day exported. Everything lives in a temporary directory; nothing outside it is touched.
+A collector on a temporary socket and database, the bundled sample replayed into it, the day
+exported; then the day's reports built, DKIM-signed and delivered to a local SMTP and HTTPS sink
+(see ``demo_report``). Everything lives in a temporary directory; nothing leaves the machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import shutil
@@ -36,7 +38,7 @@ def run(keep: bool = False) -> int:
         return _run(workdir)
     finally:
         if keep:
-            print(f"kept {workdir}")
+            print(f"everything is in {workdir} (remove it when done; --clean does)")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -78,7 +80,12 @@ def _run(workdir: Path) -> int:
     export = workdir / "export.jsonl"
     export.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
     _summary(days, lines, counters, export)
-    return 0 if counters["accepted"] == result.sent else 1
+    if counters["accepted"] != result.sent:
+        return 1
+    # Imported here: the reporting half needs the demo extra (aiosmtpd, trustme).
+    from tlsrpt_reporter import demo_report  # noqa: PLC0415
+
+    return asyncio.run(demo_report.run(workdir, db, days))
 
 
 def _wait_for(sock: Path, proc: subprocess.Popen[bytes]) -> None:
