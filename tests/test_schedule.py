@@ -1,0 +1,129 @@
+"""Scheduling decisions (pure) and the give-up rules of the sender, with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from dnsserver import DnsServer
+from test_reporter_e2e import DAY, Site, site  # noqa: F401  (the fixture)
+
+from tlsrpt_reporter import schedule, state
+from tlsrpt_reporter.deliver import https
+from tlsrpt_reporter.dns import DnsSettings, Resolver
+from tlsrpt_reporter.reporter_config import MailConfig, ReporterConfig
+from tlsrpt_reporter.sending import Sender
+
+
+def test_send_times_fill_the_window_evenly() -> None:
+    rng = random.Random(1)
+    times = schedule.send_times(1000, 10_000.0, 14_400.0, rng)
+    assert len(times) == 1000
+    assert all(10_000.0 <= t < 24_400.0 for t in times)
+    # Flat load: every quarter of the window gets a quarter of the reports.
+    quarters = [sum(1 for t in times if 10_000 + q * 3600 <= t < 10_000 + (q + 1) * 3600)
+                for q in range(4)]  # fmt: skip
+    assert quarters == [250, 250, 250, 250]
+    assert times != sorted(times), "the order is random, not by domain"
+    assert schedule.send_times(0, 0.0, 10.0, rng) == []
+
+
+def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
+    rng = random.Random(2)
+    first = [schedule.backoff(1, rng) for _ in range(200)]
+    assert all(45 <= b <= 75 for b in first)
+    assert len({round(b, 3) for b in first}) > 100, "jitter spreads retries"
+    assert all(180 <= schedule.backoff(3, rng) <= 300 for _ in range(50))
+    assert all(schedule.backoff(30, rng) <= 4 * 3600 * 1.25 for _ in range(50))
+
+
+def test_a_day_is_due_only_after_it_ended_plus_grace_and_once() -> None:
+    end = schedule.day_end("2026-03-01")
+    assert end == 1_772_409_600.0  # 2026-03-02T00:00:00Z
+    built: set[str] = set()
+    assert schedule.due_days(["2026-03-01"], built.__contains__, end + 1799, 1800) == []
+    assert schedule.due_days(["2026-03-01"], built.__contains__, end + 1800, 1800) == ["2026-03-01"]
+    built.add("2026-03-01")
+    assert schedule.due_days(["2026-03-01"], built.__contains__, end + 9999, 1800) == []
+
+
+def test_the_record_seen_last_is_the_one_used() -> None:
+    records = {("a.example", "v=TLSRPTv1; rua=mailto:old@a.example"): 100.0,
+               ("a.example", "v=TLSRPTv1; rua=mailto:new@a.example"): 200.0,
+               ("a.example", ""): 300.0,
+               ("b.example", "v=TLSRPTv1; rua=mailto:b@b.example"): 400.0}  # fmt: skip
+    assert schedule.choose_record(records, "a.example") == "v=TLSRPTv1; rua=mailto:new@a.example"
+    assert schedule.choose_record(records, "c.example") == ""
+
+
+def _sender(site_: Site, dns: DnsServer, clock: list[float], **cfg: object) -> Sender:
+    config = ReporterConfig(
+        organization_name="Org", contact_info="tlsrpt@example.net",
+        mail=MailConfig(from_addr="r@example.net", relay=f"127.0.0.1:{site_.smtp.port}"),
+        **cfg,  # type: ignore[arg-type]
+    )  # fmt: skip
+    resolver = Resolver(DnsSettings(nameservers=("127.0.0.1",), port=dns.port, timeout=1))
+    return Sender(config, resolver, https.HttpsSettings(), [], clock=lambda: clock[0])
+
+
+def test_a_dns_failure_that_lasts_past_retry_for_gives_the_report_up(site: Site) -> None:  # noqa: F811
+    assert site.cli("send", "--now").returncode == 0
+    conn = state.connect(site.reporter_db)
+    clock = [time.time() + 100_000]  # more than retry_for after the first failure
+    sender = _sender(site, site.dns, clock, retry_for=86_400.0)
+    asyncio.run(sender.send_due(conn, force=True))
+    status = dict(conn.execute("SELECT domain, status FROM report").fetchall())
+    conn.close()
+    assert status["servfail.example"] == "given-up"
+
+
+def test_the_per_destination_cap_limits_what_one_rua_receives(site: Site) -> None:  # noqa: F811
+    from test_reporter_e2e import session
+
+    from tlsrpt_reporter import store
+    from tlsrpt_reporter.aggregate import Aggregate
+    from tlsrpt_reporter.wire import decode
+
+    shared = "v=TLSRPTv1; rua=mailto:inbox@shared.example"
+    agg = Aggregate()
+    for name in ("s1.example", "s2.example", "s3.example"):
+        agg.add(DAY, 1_772_330_000.0, decode(session(name, shared)))
+    conn = store.connect(site.collector_db)
+    store.write(conn, store.build_batch(agg))
+    conn.close()
+    text = site.config.read_text().replace(
+        "spread = 0", "spread = 0\nmax_reports_per_destination = 2"
+    )
+    site.config.write_text(text)
+    assert site.cli("send", "--now").returncode == 0
+    conn = state.connect(site.reporter_db)
+    rows = conn.execute(
+        "SELECT state, detail FROM delivery WHERE destination = 'mailto:inbox@shared.example'"
+    ).fetchall()
+    conn.close()
+    assert sorted(st for st, _ in rows) == ["given-up", "sent", "sent"]
+    assert [d for st, d in rows if st == "given-up"] == ["reporter.max_reports_per_destination"]
+    assert sum(m.rcpt_tos == ["inbox@shared.example"] for m in site.smtp.messages) == 2
+
+
+def test_run_builds_and_sends_then_stops_cleanly_on_sigterm(site: Site) -> None:  # noqa: F811
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "run", "--config", str(site.config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(site.smtp.messages) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(site.smtp.messages) == 2
+    assert "reporter stopped" in err
+    table = site.cli("status", "--day", DAY)
+    assert table.returncode == 0
+    assert DAY in table.stdout and "delivered" in table.stdout
