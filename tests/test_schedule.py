@@ -127,3 +127,91 @@ def test_run_builds_and_sends_then_stops_cleanly_on_sigterm(site: Site) -> None:
     table = site.cli("status", "--day", DAY)
     assert table.returncode == 0
     assert DAY in table.stdout and "delivered" in table.stdout
+
+
+def test_a_dkim_key_that_does_not_match_its_record_stops_mail_not_https(site: Site) -> None:  # noqa: F811
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tlsrpt_reporter.deliver import dkim
+
+    other = site.tmp / "other.pem"
+    other.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    wrong = dkim.record_for(dkim.load_key(dkim.DkimKey("example.net", "tlsrpt", other)))
+    site.config.write_text(site.config.read_text().replace(site.record, wrong))
+    result = site.cli("send", "--now")
+    assert result.returncode == 0, result.stderr
+    assert "mail delivery is stopped" in result.stderr
+    assert site.smtp.messages == [], "no mail is signed with a key its record does not match"
+    assert len(site.web.requests) == 1, "HTTPS delivery goes on"
+    pending = {d: st for d, (st, _) in site.deliveries().items()}
+    assert pending["mail.example"] == "pending"
+
+
+def test_delivered_once_one_destination_accepted_and_the_others_still_tried(
+    site: Site,  # noqa: F811
+) -> None:
+    from test_reporter_e2e import session
+
+    from tlsrpt_reporter import store
+    from tlsrpt_reporter.aggregate import Aggregate
+    from tlsrpt_reporter.wire import decode
+
+    both = f"v=TLSRPTv1; rua=mailto:two@both.example,{site.web.url()}"
+    agg = Aggregate()
+    agg.add(DAY, 1_772_330_000.0, decode(session("both.example", both)))
+    conn = store.connect(site.collector_db)
+    store.write(conn, store.build_batch(agg))
+    conn.close()
+    site.web.script(*[https_reply(500)] * 3, https_reply(200))
+    assert site.cli("send", "--now").returncode == 0
+    conn = state.connect(site.reporter_db)
+    status = dict(conn.execute("SELECT domain, status FROM report").fetchall())
+    rows = dict(conn.execute(
+        "SELECT destination, state FROM delivery JOIN report ON report.id = delivery.report"
+        " WHERE report.domain = 'both.example'").fetchall())  # fmt: skip
+    conn.close()
+    assert status["both.example"] == "delivered"
+    assert rows["mailto:two@both.example"] == "sent"
+    assert rows[site.web.url()] == "failed-retrying"
+    for _ in range(3):
+        assert site.cli("send", "--now").returncode == 0
+    conn = state.connect(site.reporter_db)
+    final = conn.execute(
+        "SELECT state FROM delivery WHERE destination = ? AND report ="
+        " (SELECT id FROM report WHERE domain = 'both.example')",
+        (site.web.url(),),
+    ).fetchone()
+    conn.close()
+    assert final == ("sent",)
+
+
+def https_reply(status: int) -> object:
+    from httpsserver import Reply
+
+    return Reply(status)
+
+
+def test_a_delivery_failing_past_retry_for_is_given_up(site: Site) -> None:  # noqa: F811
+    import ipaddress
+
+    site.web.script(*[https_reply(503)] * 10)
+    assert site.cli("send", "--now").returncode == 0
+    assert site.deliveries()["web.example"][0] == "failed-retrying"
+    conn = state.connect(site.reporter_db)
+    clock = [time.time() + 90_000]
+    sender = _sender(site, site.dns, clock, retry_for=86_400.0)
+    sender.https_settings = https.HttpsSettings(
+        timeout=5.0,
+        allow_private=(ipaddress.ip_network("127.0.0.0/8"),),
+        ca_file=str(site.web.ca_file),
+    )
+    asyncio.run(sender.send_due(conn, force=True))
+    conn.close()
+    assert site.deliveries()["web.example"][0] == "given-up"
