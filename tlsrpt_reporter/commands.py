@@ -125,12 +125,17 @@ async def _self_check(sender: Sender, cfg: reporter_config.ReporterConfig) -> No
             log.warning("DKIM key %s._domainkey.%s: %s", conf.selector, conf.domain, check.message)
 
 
+def _reporter(config_path: str | None) -> tuple[reporter_config.ReporterConfig, Sender]:
+    """The checked configuration and a sender ready to deliver (ConfigError otherwise)."""
+    cfg_all = configmod.load(config_path)
+    cfg = reporter_config.from_config(cfg_all)
+    return cfg, _sender(cfg, cfg_all.dns)
+
+
 def cmd_send(config_path: str | None, now: bool) -> int:
     """Build finished days, deliver what is due (everything pending with ``now``), exit."""
     logs.setup("tlsrpt-reporter", "info")
-    cfg_all = configmod.load(config_path)
-    cfg = reporter_config.from_config(cfg_all)
-    sender = _sender(cfg, cfg_all.dns)
+    cfg, sender = _reporter(config_path)
     with state.ProcessLock(cfg.db):
         conn = state.connect(cfg.db)
         try:
@@ -148,9 +153,7 @@ def cmd_send(config_path: str | None, now: bool) -> int:
 
 def cmd_run(config_path: str | None) -> int:
     """The long-running reporter: build after each UTC day, send on schedule, until SIGTERM."""
-    cfg_all = configmod.load(config_path)
-    cfg = reporter_config.from_config(cfg_all)
-    sender = _sender(cfg, cfg_all.dns)
+    cfg, sender = _reporter(config_path)
     with state.ProcessLock(cfg.db):
         conn = state.connect(cfg.db)
         try:
