@@ -40,7 +40,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Send a JSON-lines file of datagrams to a collector socket."""
+    """Replay a session log into a collector socket or straight into a collector database."""
+    if args.into_db:
+        done = replay.into_db(args.file, args.into_db)
+        print(
+            f"{done.sessions} sessions stored, {done.rejected} rejected, {done.skipped} blank "
+            f"lines skipped; days: {', '.join(done.days) or 'none'}"
+        )
+        return EXIT_OK
     result = replay.to_socket(args.file, args.socket, rate=args.rate, wait=args.wait)
     print(f"sent {result.sent}, dropped {result.dropped}, skipped {result.skipped} blank lines")
     return EXIT_OK
@@ -99,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", parents=[common], help="send a JSON-lines file of datagrams to a collector"
     )
     p.add_argument("file", help="one datagram object per line; - for standard input")
-    p.add_argument("--socket", required=True, help="the collector's socket path")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--socket", help="the collector's socket path (live datagrams)")
+    target.add_argument("--into-db", help="fold the sessions straight into this collector database")
     p.add_argument("--rate", type=_positive_rate, help="datagrams per second (default: flat out)")
     p.add_argument(
         "--wait",
