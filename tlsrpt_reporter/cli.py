@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tlsrpt_reporter import commands, demo, logs, replay, store
+from tlsrpt_reporter import commands, demo, ingest, logs, replay, store
 from tlsrpt_reporter import config as configmod
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
 
@@ -50,6 +52,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_OK
     result = replay.to_socket(args.file, args.socket, rate=args.rate, wait=args.wait)
     print(f"sent {result.sent}, dropped {result.dropped}, skipped {result.skipped} blank lines")
+    return EXIT_OK
+
+
+def cmd_ingest_log(args: argparse.Namespace) -> int:
+    """Read an MTA's log and fold its TLS outcomes into a collector database."""
+    logs.setup("tlsrpt-reporter", args.log_level)
+    db = args.db or configmod.load(args.config).collectd.db
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if args.follow:
+        if len(args.files) != 1 or args.files[0] == "-":
+            raise ConfigError("--follow takes exactly one log file (standard input is followed "
+                              "anyway: pipe into '-' without --follow)")  # fmt: skip
+        result = ingest.follow(
+            args.files[0], args.format, db, args.timezone, stop=stop, from_end=args.from_end
+        )
+    else:
+        result = ingest.ingest_files(args.files, args.format, db, args.timezone, stop)
+    print(result.summary())
     return EXIT_OK
 
 
@@ -116,6 +138,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for room when the collector's queue is full instead of dropping",
     )
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "ingest-log", parents=[common], help="read TLS outcomes from a Postfix or Exim log"
+    )
+    p.add_argument("--format", required=True, choices=ingest.FORMATS, help="whose log it is")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="log files in order (.gz too); - for stdin"
+    )
+    p.add_argument(
+        "--follow", action="store_true",
+        help="tail the one FILE across rotation, resuming where the last run stopped",
+    )  # fmt: skip
+    p.add_argument(
+        "--from-end", action="store_true",
+        help="with --follow and no saved position: start at the end instead of the start",
+    )  # fmt: skip
+    p.add_argument("--db", help="collector database (default: collectd.db of the config)")
+    p.add_argument(
+        "--timezone", metavar="ZONE",
+        help="IANA zone of timestamps without one (default: the host's)",
+    )  # fmt: skip
+    p.add_argument("--log-level", default="info", choices=configmod.LOG_LEVELS)
+    p.set_defaults(func=cmd_ingest_log)
 
     p = sub.add_parser(
         "build", parents=[common], help="dry run: write a day's reports and signed mails to DIR"

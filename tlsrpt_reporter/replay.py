@@ -120,16 +120,10 @@ def into_db(path: str, db: str) -> IntoDbResult:
     as rejected, like a bad datagram.
     """
     conn = store.connect(db)
-    # A replay is a batch job: a larger cache than the daemon's keeps repeats from re-decoding.
-    decoder = CachingDecoder(max_entries=65536)
-    sessions = rejected = skipped = 0
-    days: set[str] = set()
+    folder = Folder(conn)
+    skipped = 0
     progress = sys.stderr.isatty()
     now = time.time()
-    day_of = _DayCache()
-    # (day, datagram bytes) -> [times, first seen, last seen]: identical sessions are folded
-    # once per batch, as the collector does.
-    held: dict[tuple[str, bytes], list[float]] = {}
     try:
         for number, line in enumerate(read_lines(path), 1):
             if not line.strip():
@@ -139,31 +133,73 @@ def into_db(path: str, db: str) -> IntoDbResult:
                 when, raw = split_ts(line)
             except TlsRptError:
                 when, raw = None, b""
-            when = now if when is None else when
-            key = (day_of(when), raw)
-            entry = held.get(key)
-            if entry is None:
-                held[key] = [1, when, when]
-            else:
-                entry[0] += 1
-                entry[1] = min(entry[1], when)
-                entry[2] = max(entry[2], when)
+            folder.add(now if when is None else when, raw)
             if number % _FLUSH_EVERY == 0:
-                done = _fold(conn, decoder, held)
-                sessions, rejected = sessions + done[0], rejected + done[1]
-                days.update(day for day, _ in held)
-                held = {}
+                folder.flush()
                 if progress:
                     sys.stderr.write(f"\rreplayed {number:,} lines")
                     sys.stderr.flush()
-        done = _fold(conn, decoder, held)
-        sessions, rejected = sessions + done[0], rejected + done[1]
-        days.update(day for day, _ in held)
+        folder.flush()
     finally:
         conn.close()
         if progress:
             sys.stderr.write("\n")
-    return IntoDbResult(sessions, rejected, skipped, tuple(sorted(days)))
+    return IntoDbResult(folder.sessions, folder.rejected, skipped, tuple(sorted(folder.days)))
+
+
+class Folder:
+    """Collects sessions (raw datagrams with the time they happened) and writes them to a
+    collector database in batches, through the collector's decoder and aggregate.
+
+    Identical sessions of one day are folded once per batch, as the collector does.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        # A batch job: a larger cache than the daemon's keeps repeats from re-decoding.
+        self.decoder = CachingDecoder(max_entries=65536)
+        self.sessions = 0
+        self.rejected = 0
+        self.days: set[str] = set()
+        self._day_of = _DayCache()
+        # (day, datagram bytes) -> [times, first seen, last seen]
+        self._held: dict[tuple[str, bytes], list[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, when: float, raw: bytes) -> None:
+        """Hold one session that happened at Unix time ``when``."""
+        key = (self._day_of(when), raw)
+        entry = self._held.get(key)
+        if entry is None:
+            self._held[key] = [1, when, when]
+        else:
+            entry[0] += 1
+            entry[1] = min(entry[1], when)
+            entry[2] = max(entry[2], when)
+
+    def flush(self, extra: tuple[tuple[str, store.Rows], ...] = ()) -> None:
+        """Write what is held in one transaction, together with ``extra`` statements (a log
+        follower's position, so that counts and position can never disagree)."""
+        if not self._held and not extra:
+            return
+        agg = Aggregate(max_keys=10**9)  # one batch, written at once
+        sessions = rejected = 0
+        for (day, raw), (times, first, last) in self._held.items():
+            count = int(times)
+            try:
+                agg.add(day, last, self.decoder.decode(raw), count, first_seen=first)
+                sessions += count
+            except DatagramRejected as exc:
+                agg.reject(day, exc.reason, count)
+                rejected += count
+        batch = store.build_batch(agg)
+        store.write(self.conn, store.WriteBatch(statements=batch.statements + extra))
+        self.sessions += sessions
+        self.rejected += rejected
+        self.days.update(day for day, _ in self._held)
+        self._held = {}
 
 
 class _DayCache:
@@ -179,21 +215,3 @@ class _DayCache:
             self.start = when - when % 86400
             self.end = self.start + 86400
         return self.day
-
-
-def _fold(
-    conn: sqlite3.Connection, decoder: CachingDecoder, held: dict[tuple[str, bytes], list[float]]
-) -> tuple[int, int]:
-    """Aggregate and write one batch; returns (sessions, rejected)."""
-    agg = Aggregate(max_keys=10**9)  # one batch, written at once
-    sessions = rejected = 0
-    for (day, raw), (times, first, last) in held.items():
-        count = int(times)
-        try:
-            agg.add(day, last, decoder.decode(raw), count, first_seen=first)
-            sessions += count
-        except DatagramRejected as exc:
-            agg.reject(day, exc.reason, count)
-            rejected += count
-    store.write(conn, store.build_batch(agg))
-    return sessions, rejected
