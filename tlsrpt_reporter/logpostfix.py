@@ -26,7 +26,7 @@ from tlsrpt_reporter.logsession import LogSession, reason_code, recipient_domain
 
 # "host prog[pid]: " (the host is missing in Postfix's own maillog_file)
 PROGRAM = re.compile(r"(?:(\S+) )??([^\s\[\]]+)\[(\d+)\]: ")
-_ADDR = r"(?P<host>[^\s\[\]]+)\[(?P<ip>[^\]\s]+)\](?::\d+)?"
+_ADDR = r"(?P<host>[^\s\[\]]+)\[(?P<ip>[^\]\s]+)\](?P<port>:\d+)?"
 _ESTABLISHED = re.compile(
     r"(?P<trust>Verified|Trusted|Untrusted|Anonymous) TLS connection established to " + _ADDR
 )
@@ -58,13 +58,14 @@ class _Connection:
     """What one smtp process has logged about its current connection."""
 
     ip: str
+    port: str
     host: str
     started: float
     established: bool = False
     result: str | None = None
     reason: str | None = None
     dane: bool = False
-    qid: str = ""  # set for a connection known only from a failed delivery's status text
+    qid: str = ""  # the message whose delivery decided it (its other recipients share it)
     counted: list[str] = field(default_factory=list)
 
 
@@ -96,26 +97,27 @@ class PostfixAdapter:
         elif "Matched DANE" in msg:
             d = _DANE_MATCH.match(msg)
             if d is not None:
-                self._connection(key, when, d["host"], d["ip"]).dane = True
+                self._connection(key, when, d).dane = True
             self.counts["dane-match"] += 1
         else:
             self.counts["other"] += 1
         return None
 
-    def _connection(self, key: str, when: float, host: str, ip: str) -> _Connection:
+    def _connection(self, key: str, when: float, m: re.Match[str]) -> _Connection:
         """The connection a TLS line belongs to: the open one of this process when it is to the
         same address and still undecided, else a new one."""
+        host, ip, port = m["host"], m["ip"], m["port"] or ""
         conn = self._connections.get(key)
         if (
             conn is None
-            or conn.ip != ip
+            or (conn.ip, conn.port) != (ip, port)
             or conn.established
             or conn.qid
             or when - conn.started > _STALE
         ):
             if len(self._connections) >= _MAX_CONNECTIONS:
                 self._forget_stale(when)
-            conn = self._connections[key] = _Connection(ip=ip, host=host, started=when)
+            conn = self._connections[key] = _Connection(ip, port, host, when)
         return conn
 
     def _established(self, key: str, when: float, msg: str) -> None:
@@ -123,7 +125,7 @@ class PostfixAdapter:
         if m is None:
             self.counts["unreadable-tls-line"] += 1
             return
-        conn = self._connection(key, when, m["host"], m["ip"])
+        conn = self._connection(key, when, m)
         conn.established = True
         self.counts["tls-established"] += 1
 
@@ -132,7 +134,7 @@ class PostfixAdapter:
         if m is None:
             self.counts["unreadable-tls-line"] += 1
             return
-        conn = self._connection(key, when, m["host"], m["ip"])
+        conn = self._connection(key, when, m)
         if conn.result is None:  # the first failure of a connection wins
             conn.result = verify_result(m["why"])
             conn.reason = reason_code(m["why"])
@@ -157,14 +159,21 @@ class PostfixAdapter:
             self.counts["reused-connection"] += 1
             return None
         status, text = m["status"], m["text"] or ""
+        qid = m["qid"]
         conn = self._connections.get(key)
-        if conn is None or conn.ip != relay["ip"] or (conn.qid and conn.qid != m["qid"]):
-            conn = self._from_status(
-                key, when, qid=m["qid"], host=relay["host"], ip=relay["ip"], text=text
-            )
+        if (
+            conn is None
+            or (conn.ip, conn.port) != (relay["ip"], relay["port"] or "")
+            # after a delivery, a new message without conn_use is a new connection
+            or (conn.qid and conn.qid != qid)
+            # "not offered" cannot follow an established handshake: a new connection
+            or (conn.established and _NOT_OFFERED.search(text))
+        ):
+            conn = self._from_status(key, when, qid=qid, relay=relay, text=text)
             if conn is None:
                 self.counts["no-tls-outcome"] += 1
                 return None
+        conn.qid = qid
         if domain in conn.counted:  # another recipient of the same connection
             self.counts["same-connection"] += 1
             return None
@@ -172,7 +181,7 @@ class PostfixAdapter:
         return self._session(conn, when, domain, status, text)
 
     def _from_status(
-        self, key: str, when: float, *, qid: str, host: str, ip: str, text: str
+        self, key: str, when: float, *, qid: str, relay: re.Match[str], text: str
     ) -> _Connection | None:
         """A connection known only from a failed delivery's status text."""
         if _NOT_OFFERED.search(text):
@@ -185,8 +194,10 @@ class PostfixAdapter:
             result, reason = "tlsa-invalid", reason_code(text)
         else:
             return None
-        conn = _Connection(ip=ip, host=host, started=when, result=result, reason=reason, qid=qid)
-        conn.dane = result == "tlsa-invalid"
+        conn = _Connection(
+            relay["ip"], relay["port"] or "", relay["host"], when, result=result, reason=reason,
+            qid=qid, dane=result == "tlsa-invalid",
+        )  # fmt: skip
         self._connections[key] = conn
         return conn
 
@@ -201,7 +212,7 @@ class PostfixAdapter:
             # Delivered: whatever was logged on the way did not stop the policy in force (an
             # opportunistic "may" level logs verification errors and carries on).
             result = None
-        elif conn.established and not conn.qid:
+        elif conn.established:
             # TLS was up: only a refusal because of the certificate is a TLS failure (a
             # greylisting deferral after a good handshake is a successful TLS session).
             if _NOT_VERIFIED.search(text) or _TLSA.search(text):

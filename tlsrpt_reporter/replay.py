@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tlsrpt_reporter import store
 from tlsrpt_reporter.aggregate import Aggregate
@@ -35,13 +36,24 @@ class ReplayResult:
 def read_lines(path: str) -> Iterator[bytes]:
     """The file's lines as bytes (``-`` is standard input), line ends stripped."""
     if path == "-":
-        yield from (line.rstrip(b"\r\n") for line in sys.stdin.buffer)
+        yield from _split_lines(sys.stdin.buffer)
         return
     try:
         with Path(path).open("rb") as fh:
-            yield from (line.rstrip(b"\r\n") for line in fh)
+            yield from _split_lines(fh)
     except OSError as exc:
         raise TlsRptError(f"cannot read replay file {path}: {exc.strerror}") from None
+
+
+def _split_lines(fh: BinaryIO) -> Iterator[bytes]:
+    # Splitting 4 MiB blocks costs a fraction of reading line by line.
+    rest = b""
+    while block := fh.read(4 << 20):
+        *lines, rest = (rest + block).split(b"\n")
+        for line in lines:
+            yield line[:-1] if line.endswith(b"\r") else line
+    if rest:
+        yield rest[:-1] if rest.endswith(b"\r") else rest
 
 
 def to_socket(path: str, socket_path: str, rate: float | None, wait: bool) -> ReplayResult:
@@ -76,7 +88,10 @@ def to_socket(path: str, socket_path: str, rate: float | None, wait: bool) -> Re
 # member out of the raw bytes keeps the rest byte-identical, so identical sessions still share
 # one decode (the decoder caches by bytes).
 _TS_MEMBER = re.compile(rb'\s*"ts"\s*:\s*"([^"\\]{1,64})"\s*,?')
-_FLUSH_EVERY = 50_000
+# Lines per write: larger batches fold more repeats (fewer decodes and upserts); memory is
+# bounded by the distinct sessions of one batch.
+_FLUSH_EVERY = 250_000
+_PROGRESS_EVERY = 50_000
 
 
 @dataclass(frozen=True)
@@ -94,22 +109,48 @@ def split_ts(line: bytes) -> tuple[float | None, bytes]:
 
     Raises TlsRptError when ``ts`` is present but not an RFC 3339 time with a zone.
     """
-    if b'"ts"' not in line:  # the common case, without running the regex over the line
+    at = line.rfind(b'"ts"')
+    if at < 0:  # the common case of a plain datagram, without running a regex over it
         return None, line
+    # The usual layout, the member appended last: its tail ("ts": "...", brace) recurs for
+    # every session of the same second, so its value is looked up, not parsed.
+    tail = line[at:]
+    when = _TAIL_CACHE.get(tail)
+    if when is None:
+        last = _TS_LAST.fullmatch(tail)
+        if last is not None:
+            when = _ts_value(last[1])
+            if len(_TAIL_CACHE) >= 4096:
+                _TAIL_CACHE.clear()
+            _TAIL_CACHE[tail] = when
+    if when is not None:
+        head = line[:at].rstrip()
+        if head.endswith(b","):
+            return when, head[:-1] + b"}"
     match = _TS_MEMBER.search(line)
     if match is None:
         return None, line
-    text = match[1].decode("ascii", "replace")
+    when = _ts_value(match[1])
+    rest = line[: match.start()] + line[match.end() :]
+    # The member may have been the last one: drop the comma it leaves before the brace.
+    rest = re.sub(rb",\s*}$", b"}", rest.rstrip())
+    return when, rest
+
+
+_TS_LAST = re.compile(rb'"ts"\s*:\s*"([^"\\]{1,64})"\s*}\s*')
+_TAIL_CACHE: dict[bytes, float] = {}
+
+
+def _ts_value(raw: bytes) -> float:
+    """Unix time of an RFC 3339 ``ts`` value."""
+    text = raw.decode("ascii", "replace")
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise TlsRptError(f"ts {text!r} is not an RFC 3339 time") from None
     if when.tzinfo is None:
         raise TlsRptError(f"ts {text!r} has no time zone (RFC 3339 needs Z or an offset)")
-    rest = line[: match.start()] + line[match.end() :]
-    # The member may have been the last one: drop the comma it leaves before the brace.
-    rest = re.sub(rb",\s*}$", b"}", rest.rstrip())
-    return when.timestamp(), rest
+    return when.timestamp()
 
 
 def into_db(path: str, db: str) -> IntoDbResult:
@@ -126,7 +167,7 @@ def into_db(path: str, db: str) -> IntoDbResult:
     now = time.time()
     try:
         for number, line in enumerate(read_lines(path), 1):
-            if not line.strip():
+            if not line or line.isspace():
                 skipped += 1
                 continue
             try:
@@ -134,8 +175,9 @@ def into_db(path: str, db: str) -> IntoDbResult:
             except TlsRptError:
                 when, raw = None, b""
             folder.add(now if when is None else when, raw)
-            if number % _FLUSH_EVERY == 0:
-                folder.flush()
+            if number % _PROGRESS_EVERY == 0:
+                if number % _FLUSH_EVERY == 0:
+                    folder.flush()
                 if progress:
                     sys.stderr.write(f"\rreplayed {number:,} lines")
                     sys.stderr.flush()
@@ -170,14 +212,17 @@ class Folder:
 
     def add(self, when: float, raw: bytes) -> None:
         """Hold one session that happened at Unix time ``when``."""
-        key = (self._day_of(when), raw)
+        days = self._day_of
+        key = (days.day if days.start <= when < days.end else days(when), raw)
         entry = self._held.get(key)
         if entry is None:
             self._held[key] = [1, when, when]
-        else:
-            entry[0] += 1
-            entry[1] = min(entry[1], when)
-            entry[2] = max(entry[2], when)
+            return
+        entry[0] += 1
+        if when > entry[2]:  # logs are mostly in order: one comparison in the common case
+            entry[2] = when
+        elif when < entry[1]:
+            entry[1] = when
 
     def flush(self, extra: tuple[tuple[str, store.Rows], ...] = ()) -> None:
         """Write what is held in one transaction, together with ``extra`` statements (a log
