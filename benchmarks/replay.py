@@ -40,14 +40,15 @@ def write_session_log(path: Path, count: int) -> None:
 
 
 # What a connection's outcome looks like in Postfix's log, with its weight and what it counts.
+_NOT_VERIFIED = "deferred (Server certificate not verified)"
 _OUTCOMES = (
     (90.0, "Verified", None, "sent (250 2.0.0 Ok: queued)"),
     (4.0, "Trusted", None, "sent (250 2.0.0 Ok: queued)"),
-    (2.0, "Untrusted", "num=10:certificate has expired", "deferred (Server certificate not verified)"),
-    (1.0, "Untrusted", "num=18:self-signed certificate", "deferred (Server certificate not verified)"),
-    (1.0, "Untrusted", "num=62:hostname mismatch", "deferred (Server certificate not verified)"),
+    (2.0, "Untrusted", "num=10:certificate has expired", _NOT_VERIFIED),
+    (1.0, "Untrusted", "num=18:self-signed certificate", _NOT_VERIFIED),
+    (1.0, "Untrusted", "num=62:hostname mismatch", _NOT_VERIFIED),
     (2.0, None, None, "deferred (TLS is required, but was not offered by host {mx}[{ip}])"),
-)  # fmt: skip
+)
 
 
 def write_postfix_log(path: Path, lines: int) -> tuple[int, int]:

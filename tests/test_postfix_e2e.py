@@ -53,10 +53,12 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def reports_from_log(tmp_path: Path, log: Path, *ingest_args: str) -> dict[str, Any]:
+def reports_from_log(
+    tmp_path: Path, log: Path, *ingest_args: str, fmt: str = "postfix"
+) -> dict[str, Any]:
     """ingest-log, then `build` for every day it stored; the reports by policy domain."""
     db = tmp_path / "collector.sqlite"
-    ingested = cli("ingest-log", "--format", "postfix", *ingest_args, str(log), "--db", str(db))
+    ingested = cli("ingest-log", "--format", fmt, *ingest_args, str(log), "--db", str(db))
     assert ingested.returncode == 0, ingested.stderr
     days = re.search(r"days: ([0-9, -]+);", ingested.stdout)
     assert days is not None, ingested.stdout

@@ -41,6 +41,7 @@ _VERIFY_ERROR = re.compile(
 _TLS_ERROR = re.compile(r"TLS error on connection to (?:\S+ )?\[(?P<ip>[0-9A-Fa-f.:]+)\]")
 _NOT_OFFERED = "the server did not offer TLS support"
 _TLS_TEXT = re.compile(r"TLS session|TLS error|SSL_connect|an attempt to start TLS failed|certific")
+_SESSION_PREFIX = re.compile(r"^TLS session: \(([^)]*)\)")
 _DANE_TEXT = re.compile(r"DANE|TLSA|dane:fail", re.IGNORECASE)
 
 _STALE = 600.0
@@ -194,6 +195,8 @@ class EximAdapter:
             )
         if _TLS_TEXT.search(rest) or dane:
             why = rest[rest.find(": ", _host_end(rest)) + 2 :] if ": " in rest else rest
+            # GnuTLS builds (Debian's): "TLS session: (certificate verification failed): ..."
+            why = _SESSION_PREFIX.sub(r"\1", why)
             result = "tlsa-invalid" if dane else verify_result(why)
             if dane and "dnssec" in why.lower():
                 result = "dnssec-invalid"
