@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ import pytest
 from conftest import Collector
 from test_collectd import canon, ok
 
-from tlsrpt_reporter import store
+from tlsrpt_reporter import samplegen, store
 from tlsrpt_reporter.demo import sample_path
 from tlsrpt_reporter.errors import TlsRptError
 from tlsrpt_reporter.replay import split_ts
@@ -84,3 +86,24 @@ def test_into_db_matches_what_the_collector_stores_from_the_socket(
     conn.close()
     assert len(replayed) > 250
     assert canon(replayed) == canon(c.export(day))
+
+
+def test_into_db_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    log = tmp_path / "big.jsonl"
+    log.write_bytes(b"\n".join(samplegen.sessions(1, 50, 50_001)) + b"\n")
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tlsrpt_reporter.cli", "replay", str(log),
+             "--into-db", str(tmp_path / "a.sqlite")],
+            stdout=subprocess.PIPE, stderr=secondary, timeout=300,
+        )  # fmt: skip
+        os.set_blocking(primary, False)
+        shown = os.read(primary, 65536).decode()
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert proc.returncode == 0
+    assert "replayed 50,000 lines" in shown
+    piped = cli("replay", str(log), "--into-db", str(tmp_path / "b.sqlite"))
+    assert piped.returncode == 0 and "replayed" not in piped.stderr

@@ -38,6 +38,7 @@ FORMATS = ("postfix", "exim")
 _BATCH_LINES = 50_000
 _FLUSH_SECONDS = 1.0
 _POLL_SECONDS = 0.25
+_REPORT_SECONDS = 600.0
 _READ_CHUNK = 1 << 20
 # A line longer than this is cut (and counted): no log line of interest comes close.
 MAX_LINE = 64 * 1024
@@ -325,7 +326,14 @@ def follow(
     try:
         saved = load_position(conn, key)
         tail = _open_for_follow(path, saved, run, stop, from_end)
+        if tail is not None:
+            log.info("following %s (%s) from byte %d", path, fmt, tail.offset)
+        reported = time.monotonic()
         while tail is not None and not stop.is_set():
+            if time.monotonic() - reported >= _REPORT_SECONDS:
+                # A long-running follower says what it has been reading (journal, or stderr).
+                log.info("%s: %s", path, run.result().summary())
+                reported = time.monotonic()
             lines = tail.lines()
             for raw in lines:
                 run.line(raw)
