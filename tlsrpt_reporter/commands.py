@@ -60,7 +60,7 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
     cfg = load(config_path, db)
     _need_identity(cfg)
     keys = _keys(cfg)
-    data = sources.read_day(cfg.sources, day)
+    data = sources.read_day(cfg.sources, day, cfg.source_timeout)
     for failure in data.failed_sources:
         print(f"warning: source unreadable: {failure}", file=sys.stderr)
     rows, result = schedule.build_reports(cfg, day, data, time.time())
@@ -204,6 +204,8 @@ def cmd_status(config_path: str | None, day: str | None, as_json: bool) -> int:
         print(f"{r['day']:10}  {r['total']:7d}  {c.get('delivered', 0):9d}  "
               f"{c.get('sending', 0):7d}  {c.get('pending', 0):7d}  {c.get('given-up', 0):8d}  "
               f"{c.get('no-destination', 0):7d}")  # fmt: skip
+        if r["note"]:
+            print(f"    {r['note']}")
         for err in r["last_errors"]:
             print(f"    {err}")
     return EXIT_OK
@@ -234,9 +236,11 @@ def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any
             f"{domain} -> {destination}: {error}"
             for domain, destination, error in conn.execute(_LAST_ERRORS, (d,))
         ]
+        (note,) = conn.execute("SELECT note FROM built_day WHERE day = ?", (d,)).fetchone()
         out.append(
             {
                 "day": d,
+                "note": note or "",
                 "total": sum(counts.values()),
                 "reports": counts,
                 "deliveries": deliveries,

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlsrpt_reporter import sources
 from tlsrpt_reporter.config import Config
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
@@ -52,6 +53,10 @@ class ReporterConfig:
     grace: float = 1800.0
     spread: float = 14400.0
     retry_for: float = 86400.0
+    # A source that fails postpones its day this long after grace; then the day is built with
+    # what arrived (and the gap logged). source_timeout bounds one read of a cmd: source.
+    source_deadline: float = 21600.0
+    source_timeout: float = 300.0
     max_failure_details: int = 1000
     record_source: str = "datagram"
     never_report: tuple[str, ...] = ()
@@ -103,12 +108,20 @@ def _check(key: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be a list of non-empty strings, got {value!r}")
         if key == "never_report":
             return tuple(_domain(name, v) for v in value)
+        for source in value:
+            if sources.is_command(source):
+                try:
+                    sources.command_words(source, "2000-01-01")
+                except sources.SourceError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
         return tuple(value)
-    if key in ("grace", "spread", "retry_for"):
+    if key in ("grace", "spread", "retry_for", "source_deadline", "source_timeout"):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
-        if key == "retry_for" and value > 7 * 86400:
+        if key in ("retry_for", "source_deadline") and value > 7 * 86400:
             raise ConfigError(f"{name} must be at most a week (604800), got {value!r}")
+        if key == "source_timeout" and not value > 0:
+            raise ConfigError(f"{name} must be more than 0 seconds, got {value!r}")
         return float(value)
     if key in ("max_failure_details", "max_reports_per_destination"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -14,6 +14,7 @@ import logging
 import random
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,17 +156,20 @@ def build_due(
 ) -> list[BuildResult]:
     """Build every finished day not built yet and store its reports with their send times."""
     results = []
-    for day in due_days(sources.days_with_data(cfg.sources), lambda d: state.is_built(conn, d),
-                        now, cfg.grace):  # fmt: skip
-        data = sources.read_day(cfg.sources, day)
+    days = sources.days_with_data(cfg.sources, now)
+    for day in due_days(days, lambda d: state.is_built(conn, d), now, cfg.grace):
+        data = sources.read_day(cfg.sources, day, cfg.source_timeout)
         note = ""
         if data.failed_sources:
-            # A source that does not answer postpones the day, up to retry_for; after that the
-            # day is reported with what arrived, and the gap is logged.
-            if now < day_end(day) + cfg.grace + cfg.retry_for:
+            # A source that does not answer postpones the day, up to source_deadline; after
+            # that the day is reported with what arrived, and the gap is logged.
+            until = day_end(day) + cfg.grace + cfg.source_deadline
+            if now < until:
                 log.warning(
-                    "postponing %s: sources failed: %s", day, "; ".join(data.failed_sources)
-                )
+                    "postponing %s until the sources answer (at most until %s): %s",
+                    day, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until)),
+                    "; ".join(data.failed_sources),
+                )  # fmt: skip
                 continue
             note = "built without: " + "; ".join(data.failed_sources)
             log.error("building %s although sources failed: %s", day, note)

@@ -1,18 +1,40 @@
 """Reading a day's collected data from the reporter's sources (``reporter.sources``).
 
-A source is a collector database path. Lines come out in the ``export`` shape, plus the time
-each (domain, record) was last seen, so the reporter can take the record seen last.
+A source is a collector database path, or ``cmd:`` and a command whose standard output is the
+``export`` JSON lines of one day (for example ``cmd:ssh mta2 tlsrpt-reporter export --day {day}``:
+several MTA hosts, one reporter). Commands run without a shell: the text is split like a shell
+would split it and ``{day}`` is replaced in each word afterwards, so nothing in the data can
+change what runs. Lines come out in the ``export`` shape, plus the time each (domain, record)
+was last seen where the source knows it, so the reporter can take the record seen last.
+Merging happens when a report is built: equal policies add up across sources.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import selectors
+import shlex
 import sqlite3
+import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tlsrpt_reporter import store
+from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import StoreError
+from tlsrpt_reporter.model import DETAIL_FIELDS, POLICY_TYPES, RESULT_TYPES
+
+CMD_PREFIX = "cmd:"
+# A command source cannot list its days: these finished days are asked for (one empty
+# answer costs one command run).
+CMD_LOOKBACK_DAYS = 3
+# Bounds on what a command may print: a broken or hostile host must not exhaust memory.
+MAX_LINE = 16 * 1024 * 1024
+MAX_OUTPUT = 1024 * 1024 * 1024
+_STDERR_TAIL = 300
 
 
 @dataclass
@@ -25,30 +47,209 @@ class DayData:
     failed_sources: list[str] = field(default_factory=list)
 
 
-def read_day(sources: Sequence[str], day: str) -> DayData:
+class SourceError(Exception):
+    """One source could not deliver the day; the message names the source and why."""
+
+
+def is_command(source: str) -> bool:
+    """True for a ``cmd:`` source."""
+    return source.startswith(CMD_PREFIX)
+
+
+def command_words(source: str, day: str) -> list[str]:
+    """The argv of a ``cmd:`` source for ``day``; raises SourceError when it cannot be split."""
+    try:
+        words = shlex.split(source[len(CMD_PREFIX) :])
+    except ValueError as exc:
+        raise SourceError(f"{source}: cannot split the command ({exc})") from None
+    if not words:
+        raise SourceError(f"{source}: empty command")
+    return [w.replace("{day}", day) for w in words]
+
+
+def read_day(sources: Sequence[str], day: str, timeout: float = 300.0) -> DayData:
     """Read ``day`` from every source; a source that fails is listed, not fatal."""
     data = DayData()
     for source in sources:
         try:
-            conn = store.connect(source, create=False)
-        except StoreError as exc:
-            data.failed_sources.append(f"{source}: {exc}")
-            continue
-        try:
-            data.lines.extend(store.iter_day(conn, day))
-            for key, seen in store.records_last_seen(conn, day).items():
-                data.records[key] = max(seen, data.records.get(key, seen))
-        except sqlite3.Error as exc:
-            data.failed_sources.append(f"{source}: {exc}")
-        finally:
-            conn.close()
+            if is_command(source):
+                lines = _run_command(source, day, timeout)
+                data.lines.extend(lines)
+                for line in lines:
+                    # The export does not carry when a record was seen: such records count as
+                    # seen at the start of the day, so a local database's newer sighting wins.
+                    key = (line["domain"], line["record"])
+                    data.records.setdefault(key, 0.0)
+            else:
+                _read_database(source, day, data)
+        except SourceError as exc:
+            data.failed_sources.append(str(exc))
     return data
 
 
-def days_with_data(sources: Sequence[str]) -> list[str]:
-    """Every day any readable source holds counters for, sorted."""
+def _read_database(source: str, day: str, data: DayData) -> None:
+    try:
+        conn = store.connect(source, create=False)
+    except StoreError as exc:
+        raise SourceError(f"{source}: {exc}") from None
+    try:
+        lines = list(store.iter_day(conn, day))
+        seen = store.records_last_seen(conn, day)
+    except sqlite3.Error as exc:
+        raise SourceError(f"{source}: {exc}") from None
+    finally:
+        conn.close()
+    data.lines.extend(lines)
+    for key, last in seen.items():
+        data.records[key] = max(last, data.records.get(key, last))
+
+
+def _run_command(source: str, day: str, timeout: float) -> list[dict[str, Any]]:
+    """Run a ``cmd:`` source and check every line it prints; all or nothing."""
+    argv = command_words(source, day)
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise SourceError(f"{source}: cannot run {argv[0]}: {exc.strerror}") from None
+    out, err, why = _bounded_output(proc, timeout)
+    if why:
+        raise SourceError(f"{source}: {why}")
+    if proc.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+        raise SourceError(f"{source}: exit status {proc.returncode}: {tail or 'no message'}")
+    lines = []
+    for number, raw in enumerate(out.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            lines.append(check_line(raw, day))
+        except ValueError as exc:
+            raise SourceError(f"{source}: line {number}: {exc}") from None
+    return lines
+
+
+def _bounded_output(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes, str]:
+    """(stdout, the end of stderr, '' or why the command was killed): reads both pipes as
+    they fill, and kills the command past ``timeout`` or :data:`MAX_OUTPUT` bytes."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    sizes = dict.fromkeys(chunks, 0)
+    deadline = time.monotonic() + timeout
+    why = ""
+    with selectors.DefaultSelector() as sel:
+        for pipe in (proc.stdout, proc.stderr):
+            sel.register(pipe, selectors.EVENT_READ)
+        while sel.get_map() and not why:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"no complete answer within {timeout:g} s (killed)"
+                break
+            for key, _ in sel.select(left):
+                fd = key.fd
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    sel.unregister(key.fileobj)
+                    continue
+                if fd == err_fd:
+                    # keep only the end of stderr: it is for the error message
+                    chunks[fd] = [(b"".join(chunks[fd]) + data)[-4096:]]
+                    continue
+                chunks[fd].append(data)
+                sizes[fd] += len(data)
+                if sizes[fd] > MAX_OUTPUT:
+                    why = f"more than {MAX_OUTPUT} bytes of output (killed)"
+    if why:
+        proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    out = b"".join(chunks[out_fd]) if not why else b""
+    return out, b"".join(chunks[err_fd]), why
+
+
+def check_line(raw: bytes, day: str) -> dict[str, Any]:
+    """One ``export`` line, checked field by field; ValueError says what is wrong.
+
+    The data comes from another host: every field the report builder relies on is checked,
+    and the domain is normalised again.
+    """
+    if len(raw) > MAX_LINE:
+        raise ValueError(f"longer than {MAX_LINE} bytes")
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(line, dict):
+        raise ValueError("not a JSON object")
+    if line.get("day") != day:
+        raise ValueError(f"day {line.get('day')!r} is not the day asked for ({day})")
+    domain, record = line.get("domain"), line.get("record", "")
+    if not isinstance(domain, str) or not isinstance(record, str):
+        raise ValueError("domain and record must be strings")
+    line["domain"] = normalize_domain(domain)
+    line["record"] = record
+    _check_policy(line.get("policy"))
+    summary = line.get("summary")
+    if not isinstance(summary, dict) or not all(
+        _count(summary.get(k))
+        for k in ("total-successful-session-count", "total-failure-session-count")
+    ):
+        raise ValueError("summary must hold two session counts >= 0")
+    details = line.setdefault("failure-details", [])
+    if not isinstance(details, list):
+        raise ValueError("failure-details must be a list")
+    for detail in details:
+        _check_detail(detail)
+    return line
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_policy(policy: Any) -> None:
+    if not isinstance(policy, dict):
+        raise ValueError("policy must be an object")
+    if policy.get("policy-type") not in POLICY_TYPES:
+        raise ValueError(f"unknown policy-type {policy.get('policy-type')!r}")
+    if not isinstance(policy.get("policy-domain"), str) or not policy["policy-domain"]:
+        raise ValueError("policy-domain must be a non-empty string")
+    for key in ("policy-string", "mx-host"):
+        if key in policy and not _strings(policy[key]):
+            raise ValueError(f"{key} must be a list of strings")
+
+
+def _check_detail(detail: Any) -> None:
+    if not isinstance(detail, dict):
+        raise ValueError("a failure detail must be an object")
+    if detail.get("result-type") not in RESULT_TYPES:
+        raise ValueError(f"unknown result-type {detail.get('result-type')!r}")
+    if not _count(detail.get("failed-session-count")):
+        raise ValueError("failed-session-count must be a count >= 0")
+    for name in DETAIL_FIELDS:
+        if name in detail and not isinstance(detail[name], str):
+            raise ValueError(f"{name} must be a string")
+
+
+def days_with_data(sources: Sequence[str], now: float | None = None) -> list[str]:
+    """Every day a source may hold, sorted: the days a database has counters for, and for
+    command sources the last :data:`CMD_LOOKBACK_DAYS` finished UTC days."""
     days: set[str] = set()
     for source in sources:
+        if is_command(source):
+            today = int((time.time() if now is None else now) // 86400)
+            days.update(
+                time.strftime("%Y-%m-%d", time.gmtime((today - back) * 86400))
+                for back in range(1, CMD_LOOKBACK_DAYS + 1)
+            )
+            continue
         try:
             conn = store.connect(source, create=False)
         except StoreError:
