@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from typing import Any
 
 import aiosqlite
 
-from tlsrpt_collectd import listener
+from tlsrpt_collectd import listener, metrics
 from tlsrpt_collectd.receiver import (
     ENTRY,
     HEADER,
@@ -50,6 +51,8 @@ _PRUNE_EVERY = 3600.0
 _STATS_EVERY = 300.0
 _SHUTDOWN_WRITE_DEADLINE = 30.0
 _DROPPED_BACKLOG = "dropped:backlog-full"
+# The metrics file is rewritten after a flush, at most this often (seconds).
+_METRICS_EVERY = 1.0
 # Distinct datagrams counted between folds; past it they are folded at once: raw datagrams
 # cost far more memory than their folded counts (100,000 new domains in a burst).
 _MAX_FRONT = 5_000
@@ -75,7 +78,11 @@ class Collector:
         self.stopping = False
         self.write_failing_since: float | None = None
         self.flush_seconds_max = 0.0
-        self.totals = {"received": 0, "accepted": 0, "rejected": 0}
+        self.counters = metrics.Counters(started=time.time())
+        self._metrics_writing: asyncio.Task[None] | None = None
+        self._metrics_written_at = -math.inf
+        self._metrics_error = ""
+        self._metrics_error_at = 0.0
         self._buf = bytearray()
         self._day_cache: tuple[int, str] = (-1, "")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -161,7 +168,8 @@ class Collector:
                 elif kind == KIND_DROPPED:
                     self.agg.count(day, "received", count)
                     self.agg.count(day, _DROPPED_BACKLOG, count)
-                    self.totals["received"] += count
+                    self.counters.received += count
+                    self.counters.dropped["backlog-full"] += count
                     log.error(
                         "the receive process dropped %d datagrams: this process could not keep "
                         "up and its backlog reached collectd.max_backlog_bytes (%d)",
@@ -211,7 +219,7 @@ class Collector:
                 front[data] = [decode(data), times]
             except DatagramRejected as exc:
                 self._reject(day, last, exc, times)
-        self.totals["received"] += received
+        self.counters.received += received
         if len(front) > _MAX_FRONT:
             self._fold_front()
 
@@ -222,8 +230,10 @@ class Collector:
             first, last = self._front_span[day]
             for datagram, times in front.values():
                 if agg.add(day, last, datagram, times, first_seen=first):
-                    self.totals["accepted"] += times
-                elif self.limiter.allow(C_DROPPED_MEMORY, last) is not None:
+                    self.counters.accepted += times
+                    continue
+                self.counters.dropped["memory-full"] += times
+                if self.limiter.allow(C_DROPPED_MEMORY, last) is not None:
                     log.error(
                         "memory bound reached: %d keys held (collectd.max_pending_keys) because "
                         "the database cannot be written; sessions for new domains/policies are "
@@ -243,7 +253,8 @@ class Collector:
 
     def _reject(self, day: str, when: float, exc: DatagramRejected, times: int = 1) -> None:
         self.agg.reject(day, exc.reason, times)
-        self.totals["rejected"] += times
+        rejected = self.counters.rejected
+        rejected[exc.reason] = rejected.get(exc.reason, 0) + times
         suppressed = self.limiter.allow("rejected:" + exc.reason, when, times)
         if suppressed is not None:
             more = f" ({suppressed} more of this kind since the last report)" if suppressed else ""
@@ -254,7 +265,9 @@ class Collector:
     async def _flush(self, db: aiosqlite.Connection) -> bool:
         """Write what is held; False (data kept in memory) when the database refused."""
         self._fold_front()
+        received_before = self.counters.received
         if self.agg.is_empty():
+            self.counters.written = received_before
             return True
         taken = self.agg.take()
         self.agg.reserved = len(taken)
@@ -270,6 +283,7 @@ class Collector:
         except sqlite3.Error as exc:
             self.agg.reserved = 0
             self.agg.merge(taken)
+            self.counters.flush_errors += 1
             now = time.time()
             if self.write_failing_since is None:
                 self.write_failing_since = now
@@ -289,6 +303,7 @@ class Collector:
         self.agg.reserved = 0
         elapsed = time.monotonic() - started
         self.flush_seconds_max = max(self.flush_seconds_max, elapsed)
+        self.counters.flushed(elapsed, time.time(), received_before)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("flushed %d keys in %.3f s (rss %s)", len(taken), elapsed, _rss())
         if self.write_failing_since is not None:
@@ -325,16 +340,61 @@ class Collector:
             self._wake.clear()
             await self._flush(db)
             now = time.monotonic()
+            self._publish_metrics(now)
             if now - last_prune >= _PRUNE_EVERY:
                 last_prune = now
                 await self._prune(db)
             if now - last_stats >= _STATS_EVERY:
                 last_stats = now
-                log.info(
-                    "totals since start: received %(received)d, accepted %(accepted)d, "
-                    "rejected %(rejected)d",
-                    self.totals,
+                log.info("totals since start: %s", self.counters.summary())
+
+    # --- metrics file ---------------------------------------------------------------------
+
+    def _publish_metrics(self, now: float) -> None:
+        """Start rewriting ``metrics_file`` in a worker thread (at most once per interval).
+
+        Never awaited here: a hung disk must not hold up the next flush. While a write is
+        still running, newer counts wait for the next turn.
+        """
+        if not self.cfg.metrics_file or now - self._metrics_written_at < _METRICS_EVERY:
+            return
+        if self._metrics_writing is not None and not self._metrics_writing.done():
+            return
+        self._metrics_written_at = now
+        content = metrics.text(self.counters, len(self.agg))
+        self._metrics_writing = asyncio.create_task(self._write_metrics(content))
+
+    async def _write_metrics(self, content: str) -> None:
+        path = self.cfg.metrics_file
+        try:
+            await asyncio.to_thread(metrics.write_atomically, path, content)
+        except OSError as exc:
+            # Once per distinct problem (and an hourly reminder): never fatal, never a flood.
+            problem = f"{exc.strerror or exc}"
+            now = time.monotonic()
+            if problem != self._metrics_error or now - self._metrics_error_at >= 3600:
+                log.error(
+                    "cannot write collectd.metrics_file %s: %s; collecting goes on, the "
+                    "metrics are not updated until this is fixed",
+                    path,
+                    problem,
                 )
+                self._metrics_error, self._metrics_error_at = problem, now
+            return
+        if self._metrics_error:
+            log.warning("collectd.metrics_file %s is written again", path)
+            self._metrics_error = ""
+
+    async def _write_metrics_last(self) -> None:
+        """The final counts at shutdown, unless a write is still hanging."""
+        if not self.cfg.metrics_file:
+            return
+        if self._metrics_writing is not None and not self._metrics_writing.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._metrics_writing), 5.0)
+            if not self._metrics_writing.done():
+                return
+        await self._write_metrics(metrics.text(self.counters, len(self.agg)))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -423,10 +483,8 @@ class Collector:
                 )
                 return 1
             await asyncio.sleep(min(1.0, self.cfg.flush_interval))
-        log.info(
-            "stopped: received %(received)d, accepted %(accepted)d, rejected %(rejected)d",
-            self.totals,
-        )
+        await self._write_metrics_last()
+        log.info("stopped: %s", self.counters.summary())
         return 0
 
 

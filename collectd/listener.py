@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlsrpt_reporter.errors import CollectorError
+from tlsrpt_reporter.errors import CollectorError, os_fix
 
 _SD_LISTEN_FDS_START = 3
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
@@ -85,7 +85,7 @@ def bind(path: str, mode: int, group: str = "") -> Listener:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CollectorError(
-            f"cannot create socket directory {target.parent}: {exc.strerror}"
+            f"cannot create socket directory {target.parent}: {os_fix(exc, target.parent)}"
         ) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     # Bind under a tight umask so the socket is never briefly writable by everyone.
@@ -94,7 +94,7 @@ def bind(path: str, mode: int, group: str = "") -> Listener:
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise CollectorError(f"cannot bind socket {path}: {exc.strerror}") from None
+        raise CollectorError(f"cannot bind socket {path}: {os_fix(exc, target.parent)}") from None
     finally:
         os.umask(old_umask)
     try:
@@ -105,7 +105,8 @@ def bind(path: str, mode: int, group: str = "") -> Listener:
         sock.close()
         target.unlink(missing_ok=True)
         raise CollectorError(
-            f"cannot set owner group/mode on socket {path}: {exc.strerror}"
+            f"cannot set group/mode on socket {path}: {os_fix(exc, path)} (changing the group "
+            "needs root or membership of collectd.socket_group)"
         ) from None
     return Listener(sock=sock, path=target)
 

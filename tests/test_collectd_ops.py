@@ -120,7 +120,10 @@ def test_a_collector_running_unprivileged_cannot_bind_in_a_root_only_directory(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
-    assert f"cannot bind socket {locked / 'c.sock'}: Permission denied" in result.stderr
+    assert (
+        f"cannot bind socket {locked / 'c.sock'}: permission denied for user nobody (uid 65534): "
+        f"give that user access to {locked}" in result.stderr
+    )
 
 
 def test_socket_passed_by_systemd_is_used_and_left_in_place(make_collector: MakeCollector) -> None:

@@ -14,7 +14,16 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tlsrpt_reporter import commands, demo, ingest, logs, replay, store
+from tlsrpt_reporter import (
+    check_record,
+    commands,
+    demo,
+    ingest,
+    inspect_report,
+    logs,
+    replay,
+    store,
+)
 from tlsrpt_reporter import config as configmod
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
 
@@ -93,12 +102,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Days, reports and deliveries."""
-    return commands.cmd_status(args.config, args.day, args.json)
+    return commands.cmd_status(args.config, args.day, fmt=args.format)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What is missing or wrong for collecting and for sending."""
     return commands.cmd_check_config(args.config)
+
+
+def cmd_check_record(args: argparse.Namespace) -> int:
+    """Lint a domain's _smtp._tls record and try each of its rua destinations."""
+    return check_record.command(args.config, args.domain, args.json)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Validate and explain a TLS-RPT report file (.json, .json.gz or .eml)."""
+    return inspect_report.command(args.file)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -182,13 +201,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="days, reports and deliveries")
     p.add_argument("--day", type=_day, help="only this UTC day")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--format", choices=("text", "json", "prometheus"), default="text",
+        help="text (default), json, or prometheus (text exposition format 0.0.4, for "
+        "node-exporter's textfile collector)",
+    )  # fmt: skip
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "check-config", parents=[common], help="what is missing or wrong for collecting and sending"
     )
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "check-record", parents=[common],
+        help="lint DOMAIN's _smtp._tls record and try each rua (0 usable, 1 not)",
+    )  # fmt: skip
+    p.add_argument("domain", metavar="DOMAIN", help="the policy domain, e.g. example.com")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check_record)
+
+    p = sub.add_parser(
+        "inspect", parents=[common],
+        help="validate and explain a report file: .json, .json.gz or .eml (0 valid, 1 not)",
+    )  # fmt: skip
+    p.add_argument("file", metavar="FILE", help="the report, or a mail carrying one")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
         "demo", parents=[common], help="run the collector on a bundled sample and export the day"

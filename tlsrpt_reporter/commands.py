@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
+import shutil
 import signal
 import sqlite3
 import sys
@@ -19,11 +21,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter import bulk_sign, logs, reporter_config, schedule, sources, state
+from tlsrpt_reporter import (
+    bulk_sign,
+    exposition,
+    logs,
+    reporter_config,
+    schedule,
+    sources,
+    state,
+    status_metrics,
+)
 from tlsrpt_reporter import config as configmod
 from tlsrpt_reporter.deliver import dkim, https
 from tlsrpt_reporter.dns import DnsSettings, Resolver
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.errors import ConfigError, TlsRptError, os_fix
 from tlsrpt_reporter.record import RecordError, parse_record
 from tlsrpt_reporter.sending import Sender
 
@@ -148,7 +159,9 @@ def cmd_send(config_path: str | None, now: bool) -> int:
         f"resolved {summary.resolved} reports; attempted {summary.attempted} deliveries: "
         f"{summary.sent} sent, {summary.retrying} to retry, {summary.given_up} given up"
     )
-    return EXIT_OK
+    for problem in summary.problems:
+        print(f"tlsrpt-reporter: error: {problem}", file=sys.stderr)
+    return EXIT_FAILURE if summary.problems else EXIT_OK
 
 
 def cmd_run(config_path: str | None) -> int:
@@ -172,10 +185,17 @@ async def _run(
     await _self_check(sender, cfg)
     rng = random.Random()
     log.info("reporter running on %s", cfg.db)
+    reported: list[str] = []
     while not stop.is_set():
         try:
             schedule.build_due(cfg, conn, time.time(), rng)
-            await sender.send_due(conn)
+            summary = await sender.send_due(conn)
+            # Say each problem on our side once, not once a minute; again when it changes.
+            for problem in summary.problems:
+                if problem not in reported:
+                    log.error("%s", problem)
+            if summary.problems or summary.attempted:  # an idle pass proves nothing
+                reported = summary.problems
         except (TlsRptError, sqlite3.Error) as exc:
             log.error("reporter pass failed, trying again in %.0f s: %s", _RUN_TICK, exc)
         with contextlib.suppress(TimeoutError):
@@ -184,17 +204,23 @@ async def _run(
     return EXIT_OK
 
 
-def cmd_status(config_path: str | None, day: str | None, as_json: bool) -> int:
-    """Days, reports and deliveries from the state database."""
+def cmd_status(
+    config_path: str | None, day: str | None, as_json: bool = False, fmt: str = "text"
+) -> int:
+    """Days, reports and deliveries from the state database; ``fmt`` is text, json or
+    prometheus (``as_json`` is the older spelling of json)."""
     cfg = reporter_config.from_config(configmod.load(config_path))
     if not Path(cfg.db).exists():
         raise TlsRptError(f"no reporter state at {cfg.db}: nothing was built yet")
     conn = state.connect(cfg.db)
     try:
+        if fmt == "prometheus":
+            print(exposition.render(status_metrics.families(conn, time.time(), day)), end="")
+            return EXIT_OK
         rows = status_rows(conn, day)
     finally:
         conn.close()
-    if as_json:
+    if as_json or fmt == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     print(f"{'day':10}  {'reports':>7}  {'delivered':>9}  {'sending':>7}  {'pending':>7}  "
@@ -273,15 +299,25 @@ def cmd_check_config(config_path: str | None) -> int:
 
 
 def _check_collecting(cd: configmod.CollectdConfig, say: Any) -> None:
-    places = (
+    places: tuple[tuple[str, Path], ...] = (
         ("socket directory", Path(cd.socket).parent),
         ("database directory", Path(cd.db).parent),
     )
+    if cd.metrics_file:
+        places += (("metrics_file directory", Path(cd.metrics_file).parent),)
     for what, path in places:
-        if path.is_dir():
-            say("ok", f"collecting: {what} {path} exists")
-        else:
+        try:
+            found = path.is_dir()
+        except OSError as exc:  # a directory above it cannot be searched by this user
+            say("error", f"collecting: {what} {path}: {os_fix(exc, path)}")
+            continue
+        if not found:
             say("error", f"collecting: {what} {path} does not exist: create it")
+        elif not os.access(path, os.W_OK | os.X_OK):
+            say("warning", f"collecting: {what} {path} is not writable by this user (the "
+                "collector's user must be able to write it)")  # fmt: skip
+        else:
+            say("ok", f"collecting: {what} {path} exists")
 
 
 def _check_sending(
@@ -290,7 +326,19 @@ def _check_sending(
     for item in cfg.missing_identity():
         say("missing", f"sending: {item} is not set; reports are built but never sent")
     for source in cfg.sources:
-        exists = Path(source).exists()
+        if sources.is_command(source):
+            program = sources.command_words(source, "2000-01-01")[0]
+            if shutil.which(program):
+                say("ok", f"source {source}: {program} found (not run now)")
+            else:
+                say("error", f"source {source}: cannot find {program}: install it or use a "
+                    "full path")  # fmt: skip
+            continue
+        try:
+            exists = Path(source).exists()
+        except OSError as exc:
+            say("error", f"source {source}: {os_fix(exc, source)}")
+            continue
         say("ok" if exists else "warning", f"source {source}" + ("" if exists else
             " does not exist yet (the collector creates it)"))  # fmt: skip
     checks_of_tables: list[tuple[str, Callable[[], object]]] = [

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter.errors import ConfigError
+from tlsrpt_reporter.errors import ConfigError, os_fix
 
 DEFAULT_CONFIG_PATH = Path("/etc/tlsrpt-reporter/config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -36,6 +36,8 @@ class CollectdConfig:
     max_pending_keys: int = 2_000_000
     max_backlog_bytes: int = 256 * 1024 * 1024
     log_level: str = "info"
+    # Counters in Prometheus text format for node-exporter's textfile collector; "" = off.
+    metrics_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def load(path: str | Path | None) -> Config:
             raise ConfigError(f"config file {file} does not exist") from None
         return Config()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {file}: {os_fix(exc, file)}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -128,6 +130,8 @@ def _check_collectd_value(key: str, value: Any, where: str) -> Any:
         return _integer(name, value, 1024 * 1024, 16 * 1024**3)
     if key == "log_level":
         return parse_log_level(value, name)
+    if key == "metrics_file":
+        return _metrics_file(name, value)
     raise AssertionError(key)  # pragma: no cover - _collectd filtered unknown keys
 
 
@@ -157,6 +161,17 @@ def parse_log_level(value: Any, name: str = "log_level") -> str:
 def _path_string(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{name} must be a non-empty path, got {value!r}")
+    return value
+
+
+def _metrics_file(name: str, value: Any) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise ConfigError(
+            f'{name} must be a file path (string; "" for none), e.g. '
+            f'"/var/lib/prometheus/node-exporter/tlsrpt-collectd.prom", got {value!r}'
+        )
+    if value.endswith("/"):
+        raise ConfigError(f"{name} must name a file, not a directory, got {value!r}")
     return value
 
 

@@ -93,6 +93,18 @@ class LookupResult:
 
 
 @dataclass(frozen=True)
+class MxRecords:
+    """The MX records of a mail domain as published, for diagnostics (``check-record``).
+
+    ``status`` tells NXDOMAIN and NODATA apart; ``records`` are (preference, exchange) pairs,
+    most preferred first, with ``""`` as the exchange of a null MX (RFC 7505: the root).
+    """
+
+    status: Literal["ok", "nxdomain", "nodata"]
+    records: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
 class _Answer:
     status: Literal["ok", "nxdomain", "nodata"]
     rdatas: tuple[dns.rdata.Rdata, ...]
@@ -209,6 +221,30 @@ class Resolver:
             if host not in hosts:
                 hosts.append(host)
         return hosts
+
+    async def mx_records(self, domain: str) -> MxRecords:
+        """The MX records of ``domain`` as published, without the implicit MX of RFC 5321 §5.1.
+
+        For diagnostics; delivery uses :meth:`mx_hosts`. An invalid name counts as NXDOMAIN.
+        Raises DnsTemporaryError on SERVFAIL or timeout.
+        """
+        try:
+            qname = _qname(_domain(domain))
+        except ValueError:
+            return MxRecords("nxdomain", ())
+        answer = await self._query(qname, dns.rdatatype.MX)
+        records = sorted(
+            (
+                rdata.preference,
+                # RFC 7505 §3: a null MX has the root as its exchange.
+                ""
+                if rdata.exchange == dns.name.root
+                else rdata.exchange.to_text(omit_final_dot=True).lower(),
+            )
+            for rdata in answer.rdatas
+            if isinstance(rdata, MX)
+        )
+        return MxRecords(answer.status, tuple(records))
 
     async def txt_records(self, name: str) -> list[str]:
         """Every TXT record at ``name``, each with its strings joined; [] when there is none.

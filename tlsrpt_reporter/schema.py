@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -23,6 +24,25 @@ def _validator() -> Draft202012Validator:
     Draft202012Validator.check_schema(schema)
     # FormatChecker: the ipv4/ipv6 formats must be enforced, not just annotated.
     return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One schema violation: where (keys and indexes; empty: the top), what, and which rule."""
+
+    path: tuple[str | int, ...]
+    message: str
+    keyword: str  # the JSON Schema keyword that failed: "required", "pattern", "enum", ...
+    value: Any
+
+
+def violations(document: Any) -> list[Violation]:
+    """Every violation of the shipped schema by ``document``, in path order."""
+    # Paths that share a prefix share the container there, so keys and indexes never meet.
+    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
+    return [
+        Violation(tuple(e.absolute_path), e.message, str(e.validator), e.instance) for e in errors
+    ]
 
 
 def validate(document: Any) -> None:

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import TlsRptError, os_fix
 
 _DROPPED = (errno.EAGAIN, errno.ENOBUFS)
 
@@ -50,9 +50,12 @@ class DatagramSender:
             if exc.errno in _DROPPED:
                 self.dropped += 1
                 return False
-            raise SendError(
-                f"cannot send to collector socket {self.path}: {exc.strerror}"
-            ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                fix = "the socket's mode and group do not let this user write: add the user to "
+                fix += "collectd.socket_group, or widen collectd.socket_mode"
+            else:
+                fix = os_fix(exc, self.path)
+            raise SendError(f"cannot send to collector socket {self.path}: {fix}") from None
         self.sent += 1
         return True
 

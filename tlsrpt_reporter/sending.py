@@ -12,13 +12,15 @@ import datetime as dt
 import email.utils
 import logging
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tlsrpt_reporter import state
-from tlsrpt_reporter.deliver import dkim, https, mail, smtp
+from tlsrpt_reporter.deliver import dkim, error_kinds, https, mail, smtp
 from tlsrpt_reporter.dns import Resolver
 from tlsrpt_reporter.record import RecordError, parse_record
 from tlsrpt_reporter.reporter_config import ReporterConfig
@@ -31,6 +33,10 @@ _DELIVERY_ERRORS = (smtp.DeliveryError, https.DeliveryError)
 _PERMANENT_ERRORS = (mail.MailCompositionError, dkim.DkimError)
 
 
+# dnspython's wording for a server that did answer, with an error code ("answered SERVFAIL")
+_RCODE_ANSWER = re.compile(r"answered [A-Z]{4,}")
+
+
 @dataclass
 class SendSummary:
     """What one pass of :meth:`Sender.send_due` did."""
@@ -41,6 +47,9 @@ class SendSummary:
     retrying: int = 0
     given_up: int = 0
     errors: list[str] = field(default_factory=list)
+    # Failures on this side (the relay, the resolver), one line each with the fix: no
+    # receiver can be blamed, so ``send`` exits 1 on them.
+    problems: list[str] = field(default_factory=list)
 
 
 class Sender:
@@ -71,10 +80,14 @@ class Sender:
             envelope_from=cfg.mail.envelope_from or cfg.mail.from_addr,
         )
         self.mail_enabled = bool(keys)
+        self._problems: dict[str, str] = {}
+        self._dns: list[Any] = [0, 0, ""]
 
     async def send_due(self, conn: sqlite3.Connection, force: bool = False) -> SendSummary:
         """Resolve the destinations of due reports, then attempt every due delivery."""
         summary = SendSummary()
+        self._problems = {}
+        self._dns = [0, 0, ""]  # lookups answered, failed, the last failure
         for row in state.reports_to_resolve(conn, self.clock(), force):
             await self._resolve(conn, row)
             summary.resolved += 1
@@ -92,6 +105,13 @@ class Sender:
                 summary.given_up += 1
             else:
                 summary.retrying += 1
+        answered, failed, last = self._dns
+        if failed and not answered:
+            self._problems["dns"] = (
+                f"no DNS lookup got an answer ({failed}; the last: {last}): is the resolver "
+                "running and reachable? check [dns] nameservers (empty means /etc/resolv.conf)"
+            )
+        summary.problems = list(self._problems.values())
         return summary
 
     async def _resolve(self, conn: sqlite3.Connection, row: state.ReportRow) -> None:
@@ -99,6 +119,12 @@ class Sender:
         record = row.record
         if not record:
             result = await self.resolver.lookup_tlsrpt(row.domain)
+            # An answer, even SERVFAIL from a domain's broken servers, shows the resolver works;
+            # only lookups that got no answer at all point at our side.
+            unanswered = result.status == "temporary" and not _RCODE_ANSWER.search(result.detail)
+            self._dns[1 if unanswered else 0] += 1
+            if unanswered:
+                self._dns[2] = result.detail
             if result.status == "temporary":
                 # RFC8460-SENDER §1: a temporary DNS failure is "later", never "no record".
                 first = row.first_attempt or now
@@ -165,9 +191,11 @@ class Sender:
             else:
                 outcome = "failed-retrying"
             state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
-                               last_error=str(exc)[:1000])  # fmt: skip
+                               last_error=str(exc)[:1000],
+                               error_kind=error_kinds.of_exception(exc))  # fmt: skip
             log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
                         delivery.destination, attempts, outcome, exc)  # fmt: skip
+            self._note_relay_problem(exc)
         else:
             outcome = "sent"
             state.set_delivery(conn, delivery.report, delivery.destination, state="sent",
@@ -176,6 +204,25 @@ class Sender:
                      delivery.destination, detail)  # fmt: skip
         state.refresh_report_status(conn, delivery.report)
         return outcome
+
+    def _note_relay_problem(self, exc: BaseException) -> None:
+        """Remember a failure of our own mail relay: it stops every mailto: report."""
+        server = str(getattr(exc, "server", "") or "")
+        if not server.startswith("relay "):
+            return
+        relay = server.removeprefix("relay ")
+        if getattr(exc, "stage", "") == "connect":
+            self._problems["relay"] = (
+                f"the mail relay {relay} cannot be reached ({exc}): start it, or fix "
+                "reporter.mail.relay"
+            )
+        else:
+            self._problems.setdefault(
+                "relay",
+                f"the mail relay {relay} did not take a report ({exc}): it must accept mail "
+                "from this host to any domain (relay_username and relay_password_file if it "
+                "wants AUTH)",
+            )
 
     async def _deliver(self, row: state.ReportRow, destination: str) -> str:
         if destination.startswith("mailto:"):

@@ -1,6 +1,6 @@
 """The reporter's state database: built reports and the delivery of each to each destination.
 
-Schema, version 1 (``PRAGMA user_version``):
+Schema, version 2 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``):
 
 ``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once, all or nothing.
 ``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``,
@@ -10,7 +10,8 @@ Schema, version 1 (``PRAGMA user_version``):
     destination accepted) | ``given-up`` | ``no-destination``.
 ``delivery``: one row per (report, destination URI): ``state`` ``pending`` |
     ``failed-retrying`` | ``sent`` | ``given-up``, ``attempts``, ``first_attempt``,
-    ``next_attempt``, ``accepted_at``, ``last_error``, ``detail``.
+    ``next_attempt``, ``accepted_at``, ``last_error``, ``error_kind`` (the last error's kind,
+    one of ``deliver.error_kinds.KINDS``; ``''`` in rows from version 1), ``detail``.
 
 Every change is committed before the next network action, so a crash at any moment loses no
 pending report, and an attempt is recorded before it starts.
@@ -25,9 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlsrpt_reporter import store
 from tlsrpt_reporter.errors import StoreError, TlsRptError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Every value of report.status and delivery.state, in the order of their life.
+REPORT_STATUSES = ("pending", "sending", "delivered", "given-up", "no-destination")
+DELIVERY_STATES = ("pending", "failed-retrying", "sent", "given-up")
 
 _SCHEMA = """
 CREATE TABLE built_day (
@@ -65,6 +71,7 @@ CREATE TABLE delivery (
     next_attempt REAL NOT NULL,
     accepted_at REAL,
     last_error TEXT NOT NULL DEFAULT '',
+    error_kind TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (report, destination)
 );
@@ -128,8 +135,15 @@ def connect(path: str | Path) -> sqlite3.Connection:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
+        elif version == 1:
+            conn.execute("BEGIN IMMEDIATE")
+            # Read again under the write lock: `status` may migrate while `run` starts.
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                conn.execute("ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open state database {path}: {exc}") from None
+        raise StoreError(f"cannot open state database {path}: {store.explain(path, exc)}") from None
     return conn
 
 
@@ -216,8 +230,9 @@ def report(conn: sqlite3.Connection, report_id: int) -> ReportRow:
 
 _REPORT_SETTABLE = frozenset(("status", "attempts", "first_attempt", "next_attempt", "last_error"))
 _DELIVERY_SETTABLE = frozenset(
-    ("state", "attempts", "first_attempt", "next_attempt", "accepted_at", "last_error", "detail")
-)
+    ("state", "attempts", "first_attempt", "next_attempt", "accepted_at", "last_error",
+     "error_kind", "detail")
+)  # fmt: skip
 
 
 def _assignments(values: dict[str, Any], allowed: frozenset[str]) -> str:

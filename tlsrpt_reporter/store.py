@@ -28,8 +28,10 @@ knows nothing of sockets.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsrpt_reporter.aggregate import Aggregate, PolicyKey
-from tlsrpt_reporter.errors import StoreError
+from tlsrpt_reporter.errors import StoreError, os_fix
 from tlsrpt_reporter.model import FailureDetail, Policy
 
 SCHEMA_VERSION = 1
@@ -213,7 +215,7 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {path}: {exc}") from None
+        raise StoreError(f"cannot open database {path}: {explain(path, exc)}") from None
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         if create:
@@ -225,8 +227,33 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
         raise StoreError(f"database {path}: {exc}") from None
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"cannot open database {path}: {exc}") from None
+        raise StoreError(f"cannot open database {path}: {explain(path, exc)}") from None
     return conn
+
+
+def explain(path: str | Path, exc: sqlite3.Error) -> str:
+    """SQLite's error about the database file ``path`` with the likely cause and fix."""
+    path = Path(path)
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (
+            f"{text}: another process has held a write lock for over 10 s (an import writing "
+            f"to it, or a stuck process): try again; 'fuser {path}' shows who holds it"
+        )
+    if "full" in text:
+        return f"{text}: the file system of {path} is full: free some space"
+    if "not a database" in text:
+        return f"{text}: {path} is not a SQLite database: check the path"
+    if "unable to open" in text or "readonly" in text or "I/O error" in text:
+        # SQLite does not say which file or why: find the first thing in the way.
+        for target, need in ((path.parent, os.W_OK | os.X_OK), (path, os.R_OK | os.W_OK)):
+            if not target.exists():
+                if target == path.parent:
+                    return f"{text}: {os_fix(FileNotFoundError(errno.ENOENT, ''), target)}"
+                continue
+            if not os.access(target, need):
+                return f"{text}: {os_fix(PermissionError(errno.EACCES, ''), target)}"
+    return text
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -273,15 +300,35 @@ def _check_version(conn: sqlite3.Connection) -> None:
 
 
 def write(conn: sqlite3.Connection, batch: WriteBatch) -> None:
-    """Apply a batch in one transaction (synchronous; the daemon does the same via aiosqlite)."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Apply a batch in one transaction (synchronous; the daemon does the same via aiosqlite).
+
+    Raises StoreError naming the file, the cause and the fix when SQLite refuses.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot write to database {_file_of(conn)}: {explain(_file_of(conn), exc)}"
+        ) from None
     try:
         for sql, rows in batch.statements:
             conn.executemany(sql, rows)
         conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        raise StoreError(
+            f"cannot write to database {_file_of(conn)}: {explain(_file_of(conn), exc)}"
+        ) from None
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    for _, name, filename in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(filename)
+    return "(unknown)"
 
 
 def prune(conn: sqlite3.Connection, before_day: str) -> None:

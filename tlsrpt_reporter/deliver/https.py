@@ -17,7 +17,7 @@ import ipaddress
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,15 +298,7 @@ async def checked_addresses(
             ) from exc
         if not candidates:
             raise DeliveryError(f"POST {target.url}: {target.host} has no address", url=target.url)
-    allowed: list[IPAddress] = []
-    refusals: list[str] = []
-    for ip in candidates:
-        try:
-            check_address(ip, settings)
-        except ForbiddenAddress as exc:
-            refusals.append(str(exc))
-        else:
-            allowed.append(ip)
+    allowed, refusals = split_addresses(candidates, settings)
     if not allowed:
         raise ForbiddenAddress(
             f"POST {target.url} refused: {'; '.join(refusals)}",
@@ -363,8 +355,27 @@ async def _post_first_reachable(
     )
 
 
-def _ssl_context(settings: HttpsSettings) -> ssl.SSLContext:
-    if not settings.verify_certificates:
+def split_addresses(
+    candidates: Sequence[IPAddress], settings: HttpsSettings
+) -> tuple[list[IPAddress], list[str]]:
+    """The addresses a report may be POSTed to, and why each other one is refused (RFC 8460
+    §7: a record can point anywhere, private networks included)."""
+    allowed: list[IPAddress] = []
+    refusals: list[str] = []
+    for ip in candidates:
+        try:
+            check_address(ip, settings)
+        except ForbiddenAddress as exc:
+            refusals.append(str(exc))
+        else:
+            allowed.append(ip)
+    return allowed, refusals
+
+
+def ssl_context(settings: HttpsSettings, verify: bool | None = None) -> ssl.SSLContext:
+    """The TLS client context for report endpoints; ``verify`` overrides
+    ``settings.verify_certificates`` (check-record probes both ways)."""
+    if not (settings.verify_certificates if verify is None else verify):
         # RFC 8460 §5.4: a sender MAY ignore certificate errors; here only by operator choice.
         # SNI is still sent, so virtual hosts pick the right site.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -382,7 +393,7 @@ def _ssl_context(settings: HttpsSettings) -> ssl.SSLContext:
 
 
 def _client(settings: HttpsSettings) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(settings), trust_env=False, retries=0)
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context(settings), trust_env=False, retries=0)
     # No proxy, netrc credentials or CA bundle from the environment: a proxy would connect to
     # the name itself, undoing the address check. The explicit transport already keeps httpx
     # from mounting *_PROXY variables; trust_env=False says so and covers netrc.

@@ -313,7 +313,7 @@ async def _deliver_to_domain(
         server=errors[-1].server,
         reply=errors[-1].reply,
         stage=errors[-1].stage,
-    )
+    ) from errors[-1]  # the cause tells error_kinds a timeout from a refused connection
 
 
 async def _mx_hosts(domain: str, mx_lookup: MxLookup, timeout: float) -> list[str]:
