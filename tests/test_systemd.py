@@ -34,6 +34,7 @@ UNITS = (
     "tlsrpt-reporter.service",
     "tlsrpt-reporter-send.service",
     "tlsrpt-reporter-send.timer",
+    "tlsrpt-ingest-log.service",
 )
 SERVICES = tuple(u for u in UNITS if u.endswith(".service"))
 # Where systemd/README.md installs the project, and so where every ExecStart= points.
@@ -68,6 +69,7 @@ ADDRESS_FAMILIES = {
     # DNS, SMTP and HTTPS.
     "tlsrpt-reporter.service": "AF_UNIX AF_INET AF_INET6",
     "tlsrpt-reporter-send.service": "AF_UNIX AF_INET AF_INET6",
+    "tlsrpt-ingest-log.service": "AF_UNIX",
 }
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # linux/prctl.h, Linux >= 6.3
@@ -208,7 +210,11 @@ def test_each_service_is_hardened_as_the_readme_says(name: str) -> None:
     for key, value in {**HARDENING, "RestrictAddressFamilies": ADDRESS_FAMILIES[name]}.items():
         assert section.get(key) == [value], f"{name}: expected {key}={value}"
     assert "DynamicUser" not in section, "a dynamic user could not share the WAL databases"
-    assert "SupplementaryGroups" not in section, "the socket comes from systemd: no postfix group"
+    if name == "tlsrpt-ingest-log.service":
+        # Debian's mail logs are root:adm 0640: that group and no other.
+        assert section["SupplementaryGroups"] == ["adm"]
+    else:
+        assert "SupplementaryGroups" not in section, "the socket comes from systemd"
 
 
 def test_services_run_the_installed_commands_on_the_default_config() -> None:
@@ -222,6 +228,10 @@ def test_services_run_the_installed_commands_on_the_default_config() -> None:
     # A timer's pass keeps send times and backoff: never --now.
     assert exec_start("tlsrpt-reporter-send.service") == [
         f"{VENV_BIN}/tlsrpt-reporter", "send", "--config", config,
+    ]  # fmt: skip
+    assert exec_start("tlsrpt-ingest-log.service") == [
+        f"{VENV_BIN}/tlsrpt-reporter", "ingest-log", "--format", "postfix", "--follow",
+        "/var/log/mail.log", "--config", config,
     ]  # fmt: skip
     collector = service("tlsrpt-collectd.service")
     assert collector["Type"] == ["notify"]
