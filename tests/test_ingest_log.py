@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlsrpt_reporter import store
+from tlsrpt_reporter.ingest import MAX_LINE, _Lines
 from tlsrpt_reporter.logexim import EximAdapter
 from tlsrpt_reporter.logpostfix import PostfixAdapter
 from tlsrpt_reporter.logsession import LogSession
@@ -566,3 +567,24 @@ def test_no_line_stops_an_adapter(lines: list[str]) -> None:
                     session = adapter.feed(*parsed)
                     if session is not None:
                         session.datagram()
+
+
+def test_an_endless_line_is_cut_once_and_never_held_whole(tmp_path: Path) -> None:
+    lines = _Lines()
+    passed: list[bytes] = []
+    for _ in range(40):  # 40 MiB without a newline
+        passed += lines.feed(b"x" * (1 << 20))
+        assert len(lines.pending) <= MAX_LINE
+    assert len(passed) == 1 and MAX_LINE < len(passed[0]) <= MAX_LINE + (1 << 20)
+    assert lines.feed(b"xxx\nnext line\npart") == [b"next line"]
+    assert lines.end() == [b"part"]
+    # through the command: one line-too-long, and the sessions around it still count
+    log = tmp_path / "mail.log"
+    with log.open("w") as fh:
+        fh.write("\n".join(sample_lines("a", 1)) + "\n")
+        fh.write(TS + " " + "y" * (3 << 20) + "\n")
+        fh.write("\n".join(sample_lines("a", 1, start=1)) + "\n")
+    db = tmp_path / "c.sqlite"
+    r = cli("ingest-log", "--format", "postfix", "--timezone", "UTC", str(log), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert "line-too-long 1" in r.stdout and stored(db) == {"a.test": (2, 0)}

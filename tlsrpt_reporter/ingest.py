@@ -133,15 +133,13 @@ class _Run:
         extra: tuple[tuple[str, store.Rows], ...] = ()
         if position is not None:
             path, device, inode, offset = position
-            state = json.dumps({"adapter": self.adapter.snapshot(), "years": self.years()})
+            years = self.clock.years.snapshot()
+            state = json.dumps({"adapter": self.adapter.snapshot(), "years": years})
             row = (path, self.fmt, device, inode, offset, state, time.time())
             extra = ((_SAVE_POSITION, [row]),)
         self.folder.flush(extra)
         self.pending_lines = 0
         self.last_flush = time.monotonic()
-
-    def years(self) -> dict[str, Any]:
-        return self.clock.years.snapshot()
 
     def result(self) -> IngestResult:
         return IngestResult(
@@ -161,7 +159,8 @@ def ingest_files(
     run = _Run(conn, fmt, tz_name)
     try:
         for path in paths:
-            for raw in _stdin_lines(stop) if path == "-" else _file_lines(path):
+            lines = _lines_of(_stdin_chunks(stop)) if path == "-" else _file_lines(path)
+            for raw in lines:
                 if raw is not None:
                     run.line(raw)
                 if run.due():
@@ -176,21 +175,64 @@ def ingest_files(
     return run.result()
 
 
-def _file_lines(path: str) -> Iterator[bytes]:
+class _Lines:
+    """Cuts a byte stream into lines, holding at most one line start in memory.
+
+    A line longer than :data:`MAX_LINE` is passed on as far as it has arrived (at most
+    MAX_LINE and one read) and the rest of it, up to its newline, is skipped unread: the
+    caller cuts and counts it. So no input, newline or not, can make the reader grow.
+    """
+
+    def __init__(self) -> None:
+        self.pending = b""  # the start of a line whose newline has not come yet
+        self._skipping = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes."""
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        if self._skipping:
+            if not lines:
+                self.pending = b""
+                return []
+            lines = lines[1:]  # the end of the over-long line already passed on
+            self._skipping = False
+        if len(self.pending) > MAX_LINE:
+            lines.append(self.pending)
+            self.pending = b""
+            self._skipping = True
+        return lines
+
+    def end(self) -> list[bytes]:
+        """A final line without a newline, if any."""
+        rest, self.pending = self.pending, b""
+        return [rest] if rest else []
+
+
+def _lines_of(chunks: Iterator[bytes | None]) -> Iterator[bytes | None]:
+    """The lines of a stream of chunks; a None chunk (a quiet poll) is passed through."""
+    lines = _Lines()
+    for chunk in chunks:
+        if chunk is None:
+            yield None
+        else:
+            yield from lines.feed(chunk)
+    yield from lines.end()
+
+
+def _file_lines(path: str) -> Iterator[bytes | None]:
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as fh:
-            yield from fh
+            yield from _lines_of(iter(lambda: fh.read(_READ_CHUNK), b""))
     except (OSError, EOFError) as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise TlsRptError(f"cannot read log file {path}: {why}") from None
 
 
-def _stdin_lines(stop: threading.Event) -> Iterator[bytes | None]:
-    """Lines of standard input; None whenever a poll interval passes without one, so the
-    caller can flush while a ``journalctl -f`` pipe is quiet."""
+def _stdin_chunks(stop: threading.Event) -> Iterator[bytes | None]:
+    """What standard input delivers; None whenever a poll interval passes without data, so
+    the caller can flush while a ``journalctl -f`` pipe is quiet."""
     fd = sys.stdin.fileno()
-    buf = b""
     while not stop.is_set():
         ready, _, _ = select.select([fd], [], [], _POLL_SECONDS)
         if not ready:
@@ -198,12 +240,8 @@ def _stdin_lines(stop: threading.Event) -> Iterator[bytes | None]:
             continue
         chunk = os.read(fd, _READ_CHUNK)
         if not chunk:
-            break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        yield from lines
-    if buf:
-        yield buf
+            return
+        yield chunk
 
 
 # ---- following one file across rotation -------------------------------------------------
@@ -242,26 +280,27 @@ class _Tail:
         self.fh = Path(path).open("rb")  # noqa: SIM115 - held open while following
         st = os.fstat(self.fh.fileno())
         self.device, self.inode = st.st_dev, st.st_ino
-        self.offset = offset
+        self.restart(offset)
+
+    def restart(self, offset: int) -> None:
+        """Read on from ``offset`` (0 after a copytruncate rotation)."""
         self.fh.seek(offset)
-        self.buf = b""
+        self.offset = offset
+        self.splitter = _Lines()
 
     def lines(self) -> list[bytes]:
         """The complete lines written since the last call (at most about a MiB of them)."""
         chunk = self.fh.read(_READ_CHUNK)
         if not chunk:
             return []
-        unread = self.buf + chunk
-        *complete, self.buf = unread.split(b"\n")
-        if len(self.buf) > MAX_LINE:  # no newline in sight: pass the run on as one cut line
-            complete.append(self.buf)
-            self.buf = b""
-        self.offset += len(unread) - len(self.buf)
+        held = len(self.splitter.pending)
+        complete = self.splitter.feed(chunk)
+        self.offset += held + len(chunk) - len(self.splitter.pending)
         return complete
 
     def truncated(self) -> bool:
         """The file is now shorter than what was read (copytruncate rotation)."""
-        return os.fstat(self.fh.fileno()).st_size < self.offset + len(self.buf)
+        return os.fstat(self.fh.fileno()).st_size < self.offset + len(self.splitter.pending)
 
     def replaced(self) -> bool:
         """The path now names another file (rename-and-create rotation)."""
@@ -276,11 +315,9 @@ class _Tail:
         out: list[bytes] = []
         while more := self.lines():
             out += more
-        if self.buf:
-            out.append(self.buf)
-            self.offset += len(self.buf)
-            self.buf = b""
-        return out
+        last = self.splitter.end()
+        self.offset += sum(len(line) for line in last)
+        return out + last
 
     def close(self) -> None:
         self.fh.close()
@@ -340,8 +377,7 @@ def follow(
             if not lines:
                 if tail.truncated():
                     log.warning("%s was truncated: reading it again from the start", path)
-                    tail.fh.seek(0)
-                    tail.offset, tail.buf = 0, b""
+                    tail.restart(0)
                 elif tail.replaced():
                     for raw in tail.rest():
                         run.line(raw)
