@@ -24,6 +24,7 @@ from typing import Any
 
 from tlsrpt_reporter.logpostfix import PROGRAM
 from tlsrpt_reporter.logsession import LogSession, reason_code, recipient_domain, verify_result
+from tlsrpt_reporter.logtime import EXIM_TIME
 
 _PID = re.compile(r"\[\d+\] ")
 # Message ids: 4.96 and older "1rABCd-000Abc-Xy", 4.97 and newer "1rABCd-000000000Abc-XyZw".
@@ -72,8 +73,10 @@ class EximAdapter:
         m = PROGRAM.match(rest)
         if m is not None and "exim" in m[2]:
             rest = rest[m.end() :]
-            # Exim's own "YYYY-MM-DD HH:MM:SS " may follow when syslog has a prefix too.
-            rest = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})? ", "", rest)
+            # Exim's own time stamp may follow when syslog has a prefix too.
+            stamp = EXIM_TIME.match(rest)
+            if stamp is not None:
+                rest = rest[stamp.end() :]
         p = _PID.match(rest)
         if p is not None:
             rest = rest[p.end() :]

@@ -34,9 +34,11 @@ _VERIFY_FAILED = re.compile(
     r"(?:server |CA |)certificate verification failed for " + _ADDR + r": (?:num=\d+:)?(?P<why>.*)"
 )
 _DANE_MATCH = re.compile(_ADDR + r": Matched DANE ")
+# Postfix writes conn_use (a cached connection's use count) right after relay, only from the
+# second use on.
 _DELIVERY = re.compile(
     r"(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,]+),"
-    r".*?(?: conn_use=(?P<use>\d+),)?.* status=(?P<status>\w+)(?: \((?P<text>.*)\))?$"
+    r"(?: conn_use=(?P<use>\d+),)?.* status=(?P<status>\w+)(?: \((?P<text>.*)\))?$"
 )
 _RELAY = re.compile(_ADDR)
 # Status texts that are a TLS decision, with what they mean (RFC 8460 §4.3.2).
