@@ -17,7 +17,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tlsrpt_reporter import state
 from tlsrpt_reporter.deliver import dkim, error_kinds, https, mail, smtp
@@ -80,14 +79,17 @@ class Sender:
             envelope_from=cfg.mail.envelope_from or cfg.mail.from_addr,
         )
         self.mail_enabled = bool(keys)
+        # Per pass: our own failures (kind -> line), and the TLSRPT lookups that got an answer,
+        # that got none, and the last of those.
         self._problems: dict[str, str] = {}
-        self._dns: list[Any] = [0, 0, ""]
+        self._dns_answered = self._dns_unanswered = 0
+        self._dns_last = ""
 
     async def send_due(self, conn: sqlite3.Connection, force: bool = False) -> SendSummary:
         """Resolve the destinations of due reports, then attempt every due delivery."""
         summary = SendSummary()
         self._problems = {}
-        self._dns = [0, 0, ""]  # lookups answered, failed, the last failure
+        self._dns_answered = self._dns_unanswered = 0
         for row in state.reports_to_resolve(conn, self.clock(), force):
             await self._resolve(conn, row)
             summary.resolved += 1
@@ -105,11 +107,11 @@ class Sender:
                 summary.given_up += 1
             else:
                 summary.retrying += 1
-        answered, failed, last = self._dns
-        if failed and not answered:
+        if self._dns_unanswered and not self._dns_answered:
             self._problems["dns"] = (
-                f"no DNS lookup got an answer ({failed}; the last: {last}): is the resolver "
-                "running and reachable? check [dns] nameservers (empty means /etc/resolv.conf)"
+                f"no DNS lookup got an answer ({self._dns_unanswered}; the last: "
+                f"{self._dns_last}): is the resolver running and reachable? check [dns] "
+                "nameservers (empty means /etc/resolv.conf)"
             )
         summary.problems = list(self._problems.values())
         return summary
@@ -122,9 +124,11 @@ class Sender:
             # An answer, even SERVFAIL from a domain's broken servers, shows the resolver works;
             # only lookups that got no answer at all point at our side.
             unanswered = result.status == "temporary" and not _RCODE_ANSWER.search(result.detail)
-            self._dns[1 if unanswered else 0] += 1
             if unanswered:
-                self._dns[2] = result.detail
+                self._dns_unanswered += 1
+                self._dns_last = result.detail
+            else:
+                self._dns_answered += 1
             if result.status == "temporary":
                 # RFC8460-SENDER §1: a temporary DNS failure is "later", never "no record".
                 first = row.first_attempt or now

@@ -307,21 +307,22 @@ def write(conn: sqlite3.Connection, batch: WriteBatch) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
-        raise StoreError(
-            f"cannot write to database {_file_of(conn)}: {explain(_file_of(conn), exc)}"
-        ) from None
+        raise _write_error(conn, exc) from None
     try:
         for sql, rows in batch.statements:
             conn.executemany(sql, rows)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         conn.execute("ROLLBACK")
-        raise StoreError(
-            f"cannot write to database {_file_of(conn)}: {explain(_file_of(conn), exc)}"
-        ) from None
+        raise _write_error(conn, exc) from None
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _write_error(conn: sqlite3.Connection, exc: sqlite3.Error) -> StoreError:
+    path = _file_of(conn)
+    return StoreError(f"cannot write to database {path}: {explain(path, exc)}")
 
 
 def _file_of(conn: sqlite3.Connection) -> str:
