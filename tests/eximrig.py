@@ -61,7 +61,16 @@ import time
 from pathlib import Path
 
 import trustme
-from postfixrig import Destination, FakeMx, _make_traversable, _server_context
+from postfixrig import (
+    Destination,
+    _make_traversable,
+    _server_context,
+    check_destinations,
+    fake_mx,
+    fresh_workdir,
+    log_tail,
+)
+from smtpserver import SmtpServer
 
 __all__ = [
     "Destination",
@@ -74,7 +83,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-KINDS = ("valid", "expired", "self-signed", "mismatch", "no-starttls")
+# The levels the rig can express in Exim (no "dane": the fake MX servers have no TLSA records).
 LEVELS = ("verify", "secure", "encrypt", "may", "none")
 SENDER = "sender@rig.test"
 EXIM_USER = "Debian-exim"
@@ -349,7 +358,7 @@ def _exim(workdir: Path, names: bool, *args: str, message: str | None = None) ->
     if done.returncode != 0:
         raise RuntimeError(
             f"exim {' '.join(args)} failed with exit code {done.returncode}: "
-            f"{done.stdout}{done.stderr}\nlog tail:\n{_tail(workdir / 'log' / LOG_NAME)}"
+            f"{done.stdout}{done.stderr}\nlog tail:\n{log_tail(workdir / 'log' / LOG_NAME)}"
         )
     return done.stdout
 
@@ -398,13 +407,6 @@ def _outcomes(log: Path, destinations: list[Destination]) -> dict[str, int]:
     return counts
 
 
-def _tail(log: Path, lines: int = 40) -> str:
-    """The last lines of a log, for error messages."""
-    if not log.exists():
-        return f"({log} does not exist)"
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
 def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60) -> Path:
     """Run a private Exim against fake MX servers; return the path of its main log.
 
@@ -418,18 +420,8 @@ def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60
     reason = exim_available()
     if reason is not None:
         raise RuntimeError(f"cannot run Exim: {reason}")
-    domains = [dest.domain for dest in destinations]
-    if len(set(domains)) != len(domains):
-        raise ValueError(f"destination domains must be unique: {domains}")
-    for dest in destinations:
-        if dest.kind not in KINDS:
-            raise ValueError(f"unknown destination kind {dest.kind!r}; expected one of {KINDS}")
-        if dest.level not in LEVELS:
-            raise ValueError(f"unknown TLS level {dest.level!r}; expected one of {LEVELS}")
-
-    workdir = workdir.resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        raise ValueError(f"the Exim work directory must be new or empty: {workdir}")
+    check_destinations(destinations, LEVELS)
+    workdir = fresh_workdir(workdir, "Exim")
     config_dir = workdir / "etc"
     cert_dir = workdir / "certs"
     log_dir = workdir / "log"
@@ -450,10 +442,10 @@ def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60
     ca.cert_pem.write_to_path(str(ca_file))
     cert_dir.chmod(0o755)
 
-    servers: list[FakeMx] = []
+    servers: list[SmtpServer] = []
     try:
         for dest in destinations:
-            server = FakeMx(dest.mx_name, _server_context(ca, dest, cert_dir))
+            server = fake_mx(dest.mx_name, _server_context(ca, dest, cert_dir))
             servers.append(server.__enter__())
         for path in cert_dir.iterdir():
             path.chmod(0o644)
@@ -496,7 +488,7 @@ def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"Exim did not log an outcome for every message within {timeout}s "
-                    f"(wanted {want}, got {counts}); log tail:\n{_tail(log)}"
+                    f"(wanted {want}, got {counts}); log tail:\n{log_tail(log)}"
                 )
             time.sleep(0.2)
     finally:

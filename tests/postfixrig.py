@@ -30,7 +30,6 @@ times are long, so a deferred message is not retried while the rig runs).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import os
 import pwd
@@ -38,18 +37,16 @@ import shutil
 import ssl
 import stat
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trustme
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from smtpserver import SmtpServer
 
 POSTFIX = Path("/usr/sbin/postfix")
 SENDMAIL = Path("/usr/sbin/sendmail")
@@ -161,74 +158,10 @@ def _server_context(ca: trustme.CA, dest: Destination, certdir: Path) -> ssl.SSL
 # --- the fake MX ------------------------------------------------------------------------------
 
 
-class _Handler:
-    """Accepts every recipient and every message, counting what it got."""
-
-    def __init__(self) -> None:
-        self.received = 0
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.received += 1
-        return f"250 2.0.0 Ok: queued as FAKE{self.received}"
-
-
-class FakeMx:
-    """aiosmtpd on 127.0.0.1 in its own thread and event loop; a context manager."""
-
-    def __init__(self, hostname: str, tls_context: ssl.SSLContext | None) -> None:
-        self.hostname = hostname
-        self.tls_context = tls_context
-        self.handler = _Handler()
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"fake-mx-{hostname}")
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def __enter__(self) -> FakeMx:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError(f"fake MX {self.hostname} did not start")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            self._loop.stop()
-
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(stop)
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._server = self._loop.run_until_complete(
-                self._loop.create_server(self._protocol, HOST, 0)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.close()
-
-    def _protocol(self) -> SMTP:
-        kwargs: dict[str, Any] = {
-            "loop": self._loop,
-            "hostname": self.hostname,
-            "tls_context": self.tls_context,
-            "timeout": 30,
-        }
-        return SMTP(self.handler, **kwargs)
+def fake_mx(hostname: str, tls_context: ssl.SSLContext | None) -> SmtpServer:
+    """The loopback SMTP test server answering as ``hostname``, with STARTTLS when given a
+    context (use it as a context manager)."""
+    return SmtpServer(tls_context=tls_context, hostname=hostname)
 
 
 # --- the Postfix instance ---------------------------------------------------------------------
@@ -341,7 +274,7 @@ def _postfix(config_dir: Path, *args: str, check: bool = True) -> subprocess.Com
         log = config_dir.parent / "log" / LOG_NAME
         raise RuntimeError(
             f"postfix {' '.join(args)} failed with exit code {done.returncode}: "
-            f"{done.stdout}{done.stderr}\nlog tail:\n{_tail(log)}"
+            f"{done.stdout}{done.stderr}\nlog tail:\n{log_tail(log)}"
         )
     return done
 
@@ -382,7 +315,30 @@ def _status_counts(log: Path, destinations: list[Destination]) -> dict[str, int]
     return counts
 
 
-def _tail(log: Path, lines: int = 40) -> str:
+def check_destinations(destinations: list[Destination], levels: tuple[str, ...] = LEVELS) -> None:
+    """ValueError unless every destination is of a known kind and one of ``levels`` (what
+    the MTA can be told), each domain once."""
+    domains = [dest.domain for dest in destinations]
+    if len(set(domains)) != len(domains):
+        raise ValueError(f"destination domains must be unique: {domains}")
+    for dest in destinations:
+        if dest.kind not in KINDS:
+            raise ValueError(f"unknown destination kind {dest.kind!r}; expected one of {KINDS}")
+        if dest.level not in levels:
+            raise ValueError(f"unknown TLS level {dest.level!r}; expected one of {levels}")
+
+
+def fresh_workdir(workdir: Path, mta: str) -> Path:
+    """``workdir`` resolved; ValueError when it holds anything (a queue left from an earlier
+    run would be retried and its lines counted again)."""
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        raise ValueError(f"the {mta} work directory must be new or empty: {workdir}")
+    return workdir
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The end of a log, for an error message."""
     if not log.exists():
         return f"({log} does not exist)"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -415,19 +371,8 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
     reason = postfix_available()
     if reason is not None:
         raise RuntimeError(f"cannot run Postfix: {reason}")
-    domains = [dest.domain for dest in destinations]
-    if len(set(domains)) != len(domains):
-        raise ValueError(f"destination domains must be unique: {domains}")
-    for dest in destinations:
-        if dest.kind not in KINDS:
-            raise ValueError(f"unknown destination kind {dest.kind!r}; expected one of {KINDS}")
-        if dest.level not in LEVELS:
-            raise ValueError(f"unknown TLS level {dest.level!r}; expected one of {LEVELS}")
-
-    workdir = workdir.resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        # A queue left from an earlier run would be retried and its lines counted again.
-        raise ValueError(f"the Postfix work directory must be new or empty: {workdir}")
+    check_destinations(destinations)
+    workdir = fresh_workdir(workdir, "Postfix")
     config_dir = workdir / "etc"
     cert_dir = workdir / "certs"
     log_dir = workdir / "log"
@@ -447,11 +392,11 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
     ca.cert_pem.write_to_path(str(ca_file))
     cert_dir.chmod(0o755)
 
-    servers: list[FakeMx] = []
+    servers: list[SmtpServer] = []
     started = False
     try:
         for dest in destinations:
-            server = FakeMx(dest.mx_name, _server_context(ca, dest, cert_dir))
+            server = fake_mx(dest.mx_name, _server_context(ca, dest, cert_dir))
             servers.append(server.__enter__())
         for path in cert_dir.iterdir():
             path.chmod(0o644)
@@ -487,7 +432,7 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"Postfix did not log a status= line for every message within {timeout}s "
-                    f"(wanted {want}, got {counts}); log tail:\n{_tail(log)}"
+                    f"(wanted {want}, got {counts}); log tail:\n{log_tail(log)}"
                 )
             time.sleep(0.2)
     finally:

@@ -96,10 +96,12 @@ class SmtpServer:
         data_reply: str | None = None,
         accept_always: tuple[str, ...] = (),
         on_data: Callable[[Received], None] | None = None,
+        hostname: str = "mx.test",
     ) -> None:
         if broken_starttls and tls_context is None:
             # Any context will do: it only makes aiosmtpd advertise STARTTLS.
             tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.hostname = hostname  # in the greeting and the EHLO reply
         self.tls_context = tls_context
         self.broken_starttls = broken_starttls
         self.config = _Config(rcpt_reply, data_reply, dict(users or {}))
@@ -129,8 +131,9 @@ class SmtpServer:
                 self._server.close()
             self._loop.stop()
 
-        self._loop.call_soon_threadsafe(stop)
-        self._thread.join(10)
+        if self._thread.is_alive():  # not when it failed to start
+            self._loop.call_soon_threadsafe(stop)
+            self._thread.join(10)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -144,14 +147,16 @@ class SmtpServer:
             self._ready.set()
             return
         self._ready.set()
-        self._loop.run_forever()
-        self._loop.close()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def _protocol(self) -> SMTP:
         self.connections += 1
         kwargs: dict[str, Any] = {
             "loop": self._loop,
-            "hostname": "mx.test",
+            "hostname": self.hostname,
             "tls_context": self.tls_context,
             "timeout": 10,
         }
