@@ -242,13 +242,14 @@ def days_with_data(sources: Sequence[str], now: float | None = None) -> list[str
     """Every day a source may hold, sorted: the days a database has counters for, and for
     command sources the last :data:`CMD_LOOKBACK_DAYS` finished UTC days."""
     days: set[str] = set()
+    if any(is_command(source) for source in sources):
+        today = int((time.time() if now is None else now) // 86400)
+        days.update(
+            time.strftime("%Y-%m-%d", time.gmtime((today - back) * 86400))
+            for back in range(1, CMD_LOOKBACK_DAYS + 1)
+        )
     for source in sources:
         if is_command(source):
-            today = int((time.time() if now is None else now) // 86400)
-            days.update(
-                time.strftime("%Y-%m-%d", time.gmtime((today - back) * 86400))
-                for back in range(1, CMD_LOOKBACK_DAYS + 1)
-            )
             continue
         try:
             conn = store.connect(source, create=False)
