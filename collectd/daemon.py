@@ -77,7 +77,6 @@ class Collector:
         self.limiter = logs.RepeatLimiter()
         self.stopping = False
         self.write_failing_since: float | None = None
-        self.flush_seconds_max = 0.0
         self.counters = metrics.Counters(started=time.time())
         self._metrics_writing: asyncio.Task[None] | None = None
         self._metrics_written_at = -math.inf
@@ -302,7 +301,6 @@ class Collector:
             self._reading(True)
         self.agg.reserved = 0
         elapsed = time.monotonic() - started
-        self.flush_seconds_max = max(self.flush_seconds_max, elapsed)
         self.counters.flushed(elapsed, time.time(), received_before)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("flushed %d keys in %.3f s (rss %s)", len(taken), elapsed, _rss())
