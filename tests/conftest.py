@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,28 @@ import pytest
 from tlsrpt_reporter import store
 
 START_TIMEOUT = 20.0
+
+
+def make_traversable(path: Path) -> None:
+    """Let other users reach ``path``: add o+x to it and each ancestor directory lacking it.
+
+    Only the search bit is added, never read or write. Needed where a process running as
+    another user (nobody for the permission tests, postfix or Debian-exim for the MTA rigs)
+    opens a file by its absolute path below a 0700 directory: pytest's /tmp/pytest-of-root/,
+    or a checkout cloned into a ``mktemp -d`` directory.
+    """
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_reachable_by_other_users() -> None:
+    """As root, the permission tests run the project as nobody, who must reach the checkout
+    (its editable install points there) to import it at all."""
+    if os.geteuid() == 0:
+        make_traversable(Path(__file__).resolve().parent.parent)
 
 
 def today() -> str:

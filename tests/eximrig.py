@@ -61,9 +61,9 @@ import time
 from pathlib import Path
 
 import trustme
+from conftest import make_traversable
 from postfixrig import (
     Destination,
-    _make_traversable,
     _server_context,
     check_destinations,
     fake_mx,
@@ -428,7 +428,7 @@ def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60
     spool_dir = workdir / "spool"
     for directory in (config_dir, cert_dir, log_dir, spool_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    _make_traversable(workdir)
+    make_traversable(workdir)
     # The transport runs as the Exim user: it writes the log and the spool's hints databases.
     exim_user = pwd.getpwnam(EXIM_USER)
     for directory in (log_dir, spool_dir):

@@ -35,13 +35,13 @@ import os
 import pwd
 import shutil
 import ssl
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from conftest import make_traversable
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -246,21 +246,6 @@ delay_warning_time = 0h
 """
 
 
-def _make_traversable(path: Path) -> None:
-    """Let the postfix user reach ``path``: add o+x to each ancestor directory lacking it.
-
-    pytest's tmp_path lives under /tmp/pytest-of-root/ whose directories are mode 0700. The
-    Postfix master, already running as the postfix user, opens the absolute path
-    ``data_directory/master.lock``; with a 0700 root-owned ancestor that fails with "open lock
-    file ...: Permission denied" and "postfix start" gives up. So every ancestor must be
-    searchable by "other": only the execute (search) bit is added, never read or write.
-    """
-    for directory in [path, *path.parents]:
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
-
 def _postfix(config_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [str(POSTFIX), "-c", str(config_dir), *args],
@@ -362,7 +347,7 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
     """Run a private Postfix against fake MX servers; return the path of its log file.
 
     ``workdir`` must not exist yet or be empty; everything the instance needs goes there (and
-    the rig adds o+x to its ancestors: see ``_make_traversable``).
+    the rig adds o+x to its ancestors: see ``conftest.make_traversable``).
 
     Every destination gets ``messages`` messages; the function returns once the log has a
     ``status=`` line for each of them, after Postfix is stopped and the fake MX servers are shut
@@ -378,7 +363,7 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
     log_dir = workdir / "log"
     for directory in (config_dir, cert_dir, log_dir, workdir / "spool", workdir / "data"):
         directory.mkdir(parents=True, exist_ok=True)
-    _make_traversable(workdir)
+    make_traversable(workdir)
     # The master opens data_directory/master.lock as the postfix user, and postlogd (also the
     # postfix user) must be able to create and write the log file: both belong to postfix.
     # queue_directory stays root-owned (as /var/spool/postfix is); "postfix check" fills it.
