@@ -29,12 +29,16 @@ import aiosqlite
 
 from tlsrpt_collectd import listener, metrics
 from tlsrpt_collectd.receiver import (
+    DENIED_ENTRY,
     ENTRY,
     HEADER,
     KIND_BATCH,
+    KIND_DENIED,
     KIND_DROPPED,
     KIND_READY,
     OVERSIZE_FLAG,
+    UNKNOWN_ID,
+    Senders,
 )
 from tlsrpt_reporter import config as configmod
 from tlsrpt_reporter import logs, store
@@ -51,6 +55,10 @@ _PRUNE_EVERY = 3600.0
 _STATS_EVERY = 300.0
 _SHUTDOWN_WRITE_DEADLINE = 30.0
 _DROPPED_BACKLOG = "dropped:backlog-full"
+# A rejection the collector makes itself, beside the decoder's (wire.REJECT_REASONS): a datagram
+# from a sender collectd.allowed_users/allowed_groups do not let in. Counted like the others,
+# as "rejected:<reason>" per day and in the metrics.
+SENDER_NOT_ALLOWED = "sender-not-allowed"
 # The metrics file is rewritten after a flush, at most this often (seconds).
 _METRICS_EVERY = 1.0
 # Distinct datagrams counted between folds; past it they are folded at once: raw datagrams
@@ -68,10 +76,15 @@ def utc_day(when: float) -> str:
 
 
 class Collector:
-    """One running collector: socket, receive process, aggregate and database."""
+    """One running collector: socket, receive process, aggregate and database.
 
-    def __init__(self, cfg: configmod.CollectdConfig) -> None:
+    ``senders``: ``cfg.allowed_users``/``allowed_groups`` resolved to ids
+    (:func:`listener.resolve_senders`); None lets in every writer the socket's permissions do.
+    """
+
+    def __init__(self, cfg: configmod.CollectdConfig, senders: Senders | None = None) -> None:
         self.cfg = cfg
+        self.senders = senders
         self.agg = Aggregate(max_keys=cfg.max_pending_keys)
         self.decoder = CachingDecoder(max_size=cfg.max_datagram_size)
         self.limiter = logs.RepeatLimiter()
@@ -114,6 +127,7 @@ class Collector:
             str(self.cfg.max_datagram_size),
             str(self.cfg.max_backlog_bytes),
             str(int(self._owns_socket)),
+            *(self.senders.to_args() if self.senders is not None else ()),
         ]
         self._proc = subprocess.Popen(cmd, pass_fds=(sock_fd, write_fd))
         os.close(write_fd)
@@ -161,6 +175,8 @@ class Collector:
                 day = self._day(when)
                 if kind == KIND_BATCH:
                     self._batch(view, pos + hsize, count, day, (when, last))
+                elif kind == KIND_DENIED:
+                    self._denied(view, pos + hsize, count, day, last)
                 elif kind == KIND_READY:
                     log.info("ready: receiving on %s", self._where)
                     _sd_notify(b"READY=1")
@@ -222,6 +238,22 @@ class Collector:
         if len(front) > _MAX_FRONT:
             self._fold_front()
 
+    def _denied(self, view: memoryview, pos: int, count: int, day: str, when: float) -> None:
+        # Datagrams the receive process did not hand over: they were received, and rejected.
+        for _ in range(count):
+            uid, gid, times = DENIED_ENTRY.unpack_from(view, pos)
+            pos += DENIED_ENTRY.size
+            self.counters.received += times
+            if uid == UNKNOWN_ID and gid == UNKNOWN_ID:
+                detail = "sender unknown (no credentials, or more distinct senders than tracked)"
+            else:
+                detail = (
+                    f"uid {uid}, gid {gid} (neither is in collectd.allowed_users or "
+                    "collectd.allowed_groups)"
+                )
+            exc = DatagramRejected(SENDER_NOT_ALLOWED, detail)
+            self._reject(day, when, exc, times)
+
     def _fold_front(self) -> None:
         """Move the counted datagrams into the aggregate, where the memory bound applies."""
         agg = self.agg
@@ -230,6 +262,9 @@ class Collector:
             for datagram, times in front.values():
                 if agg.add(day, last, datagram, times, first_seen=first):
                     self.counters.accepted += times
+                    if datagram.wire_form:
+                        form = datagram.wire_form.removeprefix("wire-form:")
+                        self.counters.forms[form] = self.counters.forms.get(form, 0) + times
                     continue
                 self.counters.dropped["memory-full"] += times
                 if self.limiter.allow(C_DROPPED_MEMORY, last) is not None:
@@ -427,12 +462,31 @@ class Collector:
         else:
             self._where = f"{sock.getsockname() or 'an unnamed socket'} (from systemd)"
         try:
+            if self.senders is not None:
+                self._pass_credentials(sock)
             return await self._serve(loop, sock.fileno())
         finally:
             if bound is not None:
                 bound.close()
             else:
                 sock.close()
+
+    def _pass_credentials(self, sock: socket.socket) -> None:
+        """Have the kernel tell each datagram's sender (SO_PASSCRED), which the file's mode and
+        group cannot: they decide who may open the socket, not who is sending now."""
+        assert self.senders is not None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        except OSError as exc:
+            raise CollectorError(
+                f"cannot enable SO_PASSCRED on the socket ({exc.strerror}), which "
+                "collectd.allowed_users/allowed_groups need"
+            ) from None
+        log.info(
+            "only uids %s or gids %s may send (collectd.allowed_users, collectd.allowed_groups)",
+            _ids_text(self.senders.uids),
+            _ids_text(self.senders.gids),
+        )
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock_fd: int) -> int:
         assert self._eof is not None
@@ -523,6 +577,10 @@ def _yield_to_receiver() -> None:
             os.setpriority(os.PRIO_PROCESS, int(tid), _DAEMON_NICENESS)
 
 
+def _ids_text(ids: frozenset[int]) -> str:
+    return ", ".join(str(i) for i in sorted(ids)) or "(none)"
+
+
 def _rss() -> str:
     try:
         status = Path("/proc/self/status").read_text()
@@ -572,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args)
+        senders = listener.resolve_senders(cfg)
     except (ConfigError, CollectorError) as exc:
         print(f"tlsrpt-collectd: {exc}", file=sys.stderr)
         return 2
@@ -580,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.setup("tlsrpt-collectd", cfg.log_level)
     try:
-        return asyncio.run(Collector(cfg).run())
+        return asyncio.run(Collector(cfg, senders).run())
     except CollectorError as exc:
         log.error("%s", exc)
         return 1

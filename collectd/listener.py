@@ -1,4 +1,5 @@
-"""The collector's Unix datagram socket: bind it safely, or take it from systemd.
+"""The collector's Unix datagram socket: bind it safely, or take it from systemd; and who may
+write to it.
 
 Binding refuses to steal the path from a live collector, replaces a stale socket file, and never
 deletes anything that is not a socket.
@@ -10,12 +11,16 @@ import contextlib
 import errno
 import grp
 import os
+import pwd
 import socket
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlsrpt_reporter.errors import CollectorError, os_fix
+from tlsrpt_collectd.receiver import Senders
+from tlsrpt_reporter.config import CollectdConfig
+from tlsrpt_reporter.errors import CollectorError, ConfigError, os_fix
 
 _SD_LISTEN_FDS_START = 3
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
@@ -112,13 +117,49 @@ def bind(path: str, mode: int, group: str = "") -> Listener:
 
 
 def check_group(group: str) -> int:
-    """The gid of ``group``; CollectorError when it does not exist."""
+    """The gid of ``group``, or the gid itself when given as digits; CollectorError when a
+    named group does not exist."""
+    if group.isascii() and group.isdigit():
+        # No lookup: a chrooted Postfix may run with a gid that has no entry on this host.
+        return int(group)
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise CollectorError(
             f"socket_group {group!r} does not exist: create it or fix collectd.socket_group"
         ) from None
+
+
+def resolve_senders(cfg: CollectdConfig) -> Senders | None:
+    """``allowed_users`` and ``allowed_groups`` as ids, or None when both are empty (every
+    writer the socket's permissions let in). ConfigError names the key of an unknown name.
+
+    Resolved once at start: a lookup per datagram would cost the receive path far too much.
+    """
+    if not cfg.allowed_users and not cfg.allowed_groups:
+        return None
+    return Senders(
+        uids=_ids(cfg.allowed_users, "allowed_users", "user", lambda n: pwd.getpwnam(n).pw_uid),
+        gids=_ids(cfg.allowed_groups, "allowed_groups", "group", lambda n: grp.getgrnam(n).gr_gid),
+    )
+
+
+def _ids(
+    entries: Iterable[str | int], key: str, kind: str, lookup: Callable[[str], int]
+) -> frozenset[int]:
+    ids: set[int] = set()
+    for entry in entries:
+        if isinstance(entry, int):
+            ids.add(entry)
+            continue
+        try:
+            ids.add(lookup(entry))
+        except KeyError:
+            raise ConfigError(
+                f"collectd.{key}: there is no {kind} {entry!r} on this host: create it, fix the "
+                "name, or give the numeric id"
+            ) from None
+    return frozenset(ids)
 
 
 def _clear_stale(target: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlsrpt_reporter.exposition import Family, Sample, gauge, histogram_samples, render
+from tlsrpt_reporter.wire import WIRE_FORMS
 
 PREFIX = "tlsrpt_collectd_"
 # Flush durations (seconds): a normal flush takes milliseconds, one of 16,000 new keys 0.2 s,
@@ -35,6 +36,8 @@ class Counters:
     received: int = 0
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    # Accepted datagrams by wire form ("dpv-1", "no-dpv"): which libtlsrpt feeds us.
+    forms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WIRE_FORMS, 0))
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     flushes: int = 0
     flush_errors: int = 0
@@ -71,6 +74,10 @@ def families(c: Counters, pending_keys: int) -> list[Family]:
                "Datagrams received (accepted, rejected or dropped)", (Sample(c.received),)),
         Family(PREFIX + "accepted_total", "counter",
                "Datagrams decoded and counted into the aggregate", (Sample(c.accepted),)),
+        Family(PREFIX + "accepted_by_form_total", "counter",
+               "Accepted datagrams by wire form: dpv-1 (libtlsrpt 0.5.0 and later) or no-dpv "
+               "(libtlsrpt 0.5.0rc1, as in Debian 13)",
+               tuple(Sample(n, (("form", f),)) for f, n in sorted(c.forms.items()))),
         Family(PREFIX + "rejected_total", "counter", "Datagrams rejected, by reason",
                tuple(Sample(n, (("reason", r),)) for r, n in sorted(c.rejected.items()))),
         Family(PREFIX + "dropped_total", "counter",

@@ -15,6 +15,14 @@ Frames on the pipe (little-endian):
         (no bytes follow); every entry was received on the UTC day of the frame's times.
     kind 1 (dropped): ``count`` datagrams were dropped for lack of room; no payload.
     kind 2 (ready): the receive loop is running; sent once at start.
+    kind 3 (denied): ``count`` entries, each ``<III`` (uid, gid, times): datagrams from senders
+        that collectd.allowed_users/allowed_groups do not let in, not handed over; all were
+        received on the UTC day of the frame's times. uid and gid 4294967295 stand for
+        senders without credentials, or beyond the distinct senders held at once.
+
+With allowed senders configured the socket has SO_PASSCRED and each datagram is read with
+``recvmsg``, which tells the sending process's uid and gid (SCM_CREDENTIALS); without, plain
+``recv``, and nothing on the hot path looks at senders.
 """
 
 from __future__ import annotations
@@ -29,14 +37,26 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 HEADER = struct.Struct("<BIIdd")
 ENTRY = struct.Struct("<II")
+DENIED_ENTRY = struct.Struct("<III")
 KIND_BATCH = 0
 KIND_DROPPED = 1
 KIND_READY = 2
+KIND_DENIED = 3
 OVERSIZE_FLAG = 0x8000_0000
+# struct ucred of SCM_CREDENTIALS (pid, uid, gid), and (uid_t)-1 for "not known".
+UCRED = struct.Struct("=iII")
+UNKNOWN_ID = 0xFFFF_FFFF
+# Room for the credentials only: file descriptors a sender attaches (SCM_RIGHTS) find no room,
+# and the kernel closes them instead of installing them here.
+_CRED_SPACE = socket.CMSG_SPACE(UCRED.size)
+# Distinct (uid, gid) pairs held per day between hand-overs; past it they count as unknown.
+# Only a privileged sender can claim ids at will, but it must not grow memory without bound.
+_MAX_DENIED_PAIRS = 1024
 # Datagrams taken per drain() before the caller gets to write; entries per frame.
 _MAX_PER_DRAIN = 4096
 _MAX_ENTRIES_PER_FRAME = 4096
@@ -48,8 +68,38 @@ _PACK_BYTES = 1 << 20
 _PR_SET_PDEATHSIG = 1
 
 
+@dataclass(frozen=True)
+class Senders:
+    """Who may send: a datagram passes when its sender's uid is in ``uids`` or its gid is in
+    ``gids`` (the process's primary gid; the kernel does not pass supplementary groups)."""
+
+    uids: frozenset[int]
+    gids: frozenset[int]
+
+    def to_args(self) -> list[str]:
+        """The two command-line arguments of :func:`main` (comma-separated ids)."""
+        return [_join(self.uids), _join(self.gids)]
+
+    @classmethod
+    def from_args(cls, uids: str, gids: str) -> Senders:
+        """The inverse of :meth:`to_args`."""
+        return cls(_split(uids), _split(gids))
+
+
+def _join(ids: Collection[int]) -> str:
+    return ",".join(str(i) for i in sorted(ids))
+
+
+def _split(text: str) -> frozenset[int]:
+    return frozenset(int(i) for i in text.split(",") if i)
+
+
 class Receiver:
-    """The receive loop; ``clock`` is injectable so tests can cross UTC midnight."""
+    """The receive loop; ``clock`` is injectable so tests can cross UTC midnight.
+
+    With ``senders``, only their datagrams are handed over; the socket must have SO_PASSCRED
+    set (the daemon sets it), else no datagram carries credentials and none passes.
+    """
 
     def __init__(
         self,
@@ -60,6 +110,7 @@ class Receiver:
         *,
         clock: Callable[[], float] = time.time,
         shutdown_on_stop: bool = False,
+        senders: Senders | None = None,
     ) -> None:
         self.sock = sock
         self.out_fd = out_fd
@@ -67,6 +118,10 @@ class Receiver:
         self.max_backlog = max_backlog
         self.clock = clock
         self.shutdown_on_stop = shutdown_on_stop
+        self.senders = senders
+        # UTC day number -> {(uid, gid): times} of datagrams denied, and -> [first, last]
+        self.denied: dict[int, dict[tuple[int, int], int]] = {}
+        self.denied_span: dict[int, list[float]] = {}
         self.stopping = False
         # UTC day number -> {datagram: times}, and -> [first, last] receive time
         self.pending: dict[int, dict[bytes, int]] = {}
@@ -88,6 +143,8 @@ class Receiver:
         Returns True after a bounded number of datagrams (more may be waiting), so the caller
         gets to write; False once the socket queue is empty.
         """
+        if self.senders is not None:
+            return self._drain_checked(self.senders)
         recv = self.sock.recv
         bufsize = self.max_size + 1
         clock = self.clock
@@ -118,8 +175,80 @@ class Receiver:
                 self.pending_bytes += len(data) + _ENTRY_OVERHEAD
         return True
 
+    def _drain_checked(self, senders: Senders) -> bool:
+        """:meth:`drain` for allowed senders only: the others' datagrams are counted by
+        (uid, gid) and dropped.
+
+        A loop of its own, the counting repeated from :meth:`drain`, so that without allowed
+        senders the hot loop stays exactly what it was: plain ``recv``, no call per datagram.
+        """
+        recvmsg = self.sock.recvmsg
+        bufsize = self.max_size + 1
+        clock = self.clock
+        pending = self.pending
+        uids, gids = senders.uids, senders.gids
+        for _ in range(_MAX_PER_DRAIN):
+            try:
+                data, ancdata, _flags, _addr = recvmsg(bufsize, _CRED_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return False
+            now = clock()
+            day = int(now // 86400)
+            uid = gid = UNKNOWN_ID  # no credentials (SO_PASSCRED off): nobody passes
+            for level, ctype, cdata in ancdata:
+                if (
+                    level == socket.SOL_SOCKET
+                    and ctype == socket.SCM_CREDENTIALS
+                    and len(cdata) >= UCRED.size
+                ):
+                    _pid, uid, gid = UCRED.unpack_from(cdata)
+            if uid not in uids and gid not in gids:
+                self._deny(day, now, uid, gid)
+                continue
+            counts = pending.get(day)
+            if counts is None:
+                counts = pending[day] = {}
+                self.span[day] = [now, now]
+            else:
+                self.span[day][1] = now
+            if len(data) > self.max_size:
+                self.oversize[day] = self.oversize.get(day, 0) + 1
+                continue
+            seen = counts.get(data)
+            if seen is not None:
+                counts[data] = seen + 1
+            elif self.pending_bytes + self.out_bytes > self.max_backlog:
+                self.dropped += 1
+            else:
+                counts[data] = 1
+                self.pending_bytes += len(data) + _ENTRY_OVERHEAD
+        return True
+
+    def _deny(self, day: int, now: float, uid: int, gid: int) -> None:
+        pairs = self.denied.get(day)
+        if pairs is None:
+            pairs = self.denied[day] = {}
+            self.denied_span[day] = [now, now]
+        else:
+            self.denied_span[day][1] = now
+        key = (uid, gid)
+        if key not in pairs and len(pairs) >= _MAX_DENIED_PAIRS:
+            key = (UNKNOWN_ID, UNKNOWN_ID)
+        pairs[key] = pairs.get(key, 0) + 1
+
     def pack(self) -> None:
-        """Turn the pending counts into frames (one day per frame, bounded entries)."""
+        """Turn the pending counts into frames (one day per frame, bounded entries), the
+        denied senders' counts included."""
+        for day in sorted(self.denied):
+            first, last = self.denied_span[day]
+            # At most _MAX_DENIED_PAIRS + 1 entries: one frame holds them.
+            payload = b"".join(
+                DENIED_ENTRY.pack(uid, gid, times) for (uid, gid), times in self.denied[day].items()
+            )
+            count = len(self.denied[day])
+            self._emit(HEADER.pack(KIND_DENIED, len(payload), count, first, last) + payload)
+        self.denied.clear()
+        self.denied_span.clear()
         if not self.pending:
             return
         for day in sorted(self.pending):
@@ -190,7 +319,8 @@ class Receiver:
             if wanted != out_events:
                 poller.modify(self.out_fd, wanted)
                 out_events = wanted
-            timeout = 1000 if not self.pending else int(_PACK_EVERY * 1000) + 1
+            held = self.pending or self.denied
+            timeout = 1000 if not held else int(_PACK_EVERY * 1000) + 1
             for fd, events in poller.poll(timeout):
                 if fd == self.out_fd and events & (select.POLLERR | select.POLLHUP):
                     raise BrokenPipeError("the collector daemon closed its end of the pipe")
@@ -217,14 +347,18 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point, started by the daemon:
-    ``python -m tlsrpt_collectd.receiver SOCK_FD PIPE_FD MAX_SIZE MAX_BACKLOG SHUTDOWN_ON_STOP``.
+    """Entry point, started by the daemon: ``python -m tlsrpt_collectd.receiver SOCK_FD PIPE_FD
+    MAX_SIZE MAX_BACKLOG SHUTDOWN_ON_STOP [ALLOWED_UIDS ALLOWED_GIDS]`` (comma-separated ids;
+    without them every sender passes).
     """
     args = sys.argv[1:] if argv is None else argv
-    sock_fd, out_fd, max_size, max_backlog, shutdown = (int(a) for a in args)
+    sock_fd, out_fd, max_size, max_backlog, shutdown = (int(a) for a in args[:5])
+    senders = Senders.from_args(*args[5:7]) if len(args) > 5 else None
     _die_with_parent()
     sock = socket.socket(fileno=sock_fd)
-    receiver = Receiver(sock, out_fd, max_size, max_backlog, shutdown_on_stop=bool(shutdown))
+    receiver = Receiver(
+        sock, out_fd, max_size, max_backlog, shutdown_on_stop=bool(shutdown), senders=senders
+    )
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

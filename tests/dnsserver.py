@@ -1,12 +1,17 @@
 """A real DNS server for the resolver tests: 127.0.0.1, one ephemeral port, UDP and TCP.
 
 It serves a zone given as a dict, ``{"name": [("TXT", '"part one" "part two"'), ...]}``, with
-the record data in zone-file syntax (so a TXT record can have several character-strings), and
+the record data in zone-file syntax (so a TXT record can have several character-strings; the
+RFC 3597 form ``\\# LENGTH HEX`` serves bytes as they are), and
 answers like an authoritative server: the records asked for, NODATA for a name that exists
 (or has names below it) without that type, NXDOMAIN for anything else, CNAMEs followed inside
 the zone. Names in ``servfail`` get SERVFAIL, names in ``drop`` get no answer at all (the client
 times out), names in ``truncate`` get an empty truncated answer over UDP so the client must come
 back over TCP. An answer larger than the client's UDP buffer is truncated the same way.
+
+With ``authenticated`` every answer has the AD bit set, as a validating resolver sets it for
+DNSSEC-signed data (the DANE rig needs it); ``port`` binds a fixed port such as 53 (the rig runs
+in a network namespace of its own, where that port is free).
 
 Every question is logged in ``queries``. Use it as a context manager; ``stop`` returns within
 about a second (a TCP client left idle is cut after ``_TCP_IDLE`` seconds).
@@ -61,8 +66,14 @@ class DnsServer:
         servfail: Iterable[str] = (),
         drop: Iterable[str] = (),
         truncate: Iterable[str] = (),
+        port: int = 0,
+        authenticated: bool = False,
     ) -> None:
         self.zone: Zone = dict(zone or {})
+        self.wanted_port = port  # 0: an ephemeral port, the same number for UDP and TCP
+        # Set the AD bit on answers, as a validating resolver does for signed data: Postfix
+        # applies DANE only to TLSA records that arrived with it.
+        self.authenticated = authenticated
         self.servfail = {_key(name) for name in servfail}
         self.drop = {_key(name) for name in drop}
         self.truncate = {_key(name) for name in truncate}
@@ -125,6 +136,8 @@ class DnsServer:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA | dns.flags.RA
+        if self.authenticated:
+            response.flags |= dns.flags.AD
         if name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif transport == "udp" and name in self.truncate:
@@ -169,6 +182,16 @@ class DnsServer:
         for name, entries in self.zone.items():
             owner = dns.name.from_text(_key(name) + ".")
             for rdtype, text in entries:
+                if text.startswith("\\# "):
+                    # RFC 3597 generic form, taken as is: data that dnspython would refuse to
+                    # parse (a TLSA digest of the wrong length) is exactly what some tests serve.
+                    rdata: dns.rdata.Rdata = dns.rdata.GenericRdata(
+                        dns.rdataclass.IN,
+                        dns.rdatatype.from_text(rdtype),
+                        bytes.fromhex("".join(text.split()[2:])),
+                    )
+                    records.setdefault(owner, []).append(rdata)
+                    continue
                 rdata = dns.rdata.from_text(
                     dns.rdataclass.IN,
                     dns.rdatatype.from_text(rdtype),
@@ -229,6 +252,11 @@ class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 def _bind_pair(dns_server: DnsServer) -> tuple[_UdpServer, _TcpServer]:
     """UDP on an ephemeral port and TCP on the same number (resolvers use one port for both)."""
+    if dns_server.wanted_port:
+        return (
+            _UdpServer(dns_server, dns_server.wanted_port),
+            _TcpServer(dns_server, dns_server.wanted_port),
+        )
     for _ in range(50):
         udp = _UdpServer(dns_server, 0)
         try:

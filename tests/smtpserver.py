@@ -97,11 +97,15 @@ class SmtpServer:
         accept_always: tuple[str, ...] = (),
         on_data: Callable[[Received], None] | None = None,
         hostname: str = "mx.test",
+        host: str = HOST,
+        port: int = 0,
     ) -> None:
         if broken_starttls and tls_context is None:
             # Any context will do: it only makes aiosmtpd advertise STARTTLS.
             tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.hostname = hostname  # in the greeting and the EHLO reply
+        self.host = host
+        self.wanted_port = port  # 0: an ephemeral port, known as ``port`` once entered
         self.tls_context = tls_context
         self.broken_starttls = broken_starttls
         self.config = _Config(rcpt_reply, data_reply, dict(users or {}))
@@ -139,7 +143,7 @@ class SmtpServer:
         asyncio.set_event_loop(self._loop)
         try:
             self._server = self._loop.run_until_complete(
-                self._loop.create_server(self._protocol, HOST, 0)
+                self._loop.create_server(self._protocol, self.host, self.wanted_port)
             )
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as exc:

@@ -19,6 +19,7 @@ import pytest
 from conftest import Collector, send_all, write_config
 from test_collectd import ok
 
+from tlsrpt_collectd.daemon import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.daemon import Collector as Daemon
 from tlsrpt_collectd.receiver import Receiver
 from tlsrpt_reporter import config, store
@@ -306,3 +307,112 @@ def test_replay_without_wait_counts_drops_when_nobody_reads(shared_dir: Path) ->
     assert sent + dropped == 1000
     assert dropped > 0, "an unread socket fills up; libtlsrpt-style sends drop"
     assert time.monotonic() - start < 30
+
+
+# --- who may write: numeric socket_group, allowed_users, allowed_groups -------------------
+
+_SEND = (
+    "import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+    "s.sendto(sys.stdin.buffer.read(), sys.argv[1])"
+)
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test drops privileges with setpriv and must run as root (CI does)")
+
+
+def send_as(path: Path, data: bytes, group: str, user: str = "nobody") -> None:
+    """Send one datagram from a process running as ``user`` with primary group ``group``."""
+    cmd = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups"]
+    result = subprocess.run(
+        [*cmd, sys.executable, "-c", _SEND, str(path)], input=data, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("socket_group", ["4242", 4242])
+def test_a_numeric_socket_group_is_used_as_the_gid_without_a_group_entry(
+    make_collector: MakeCollector, socket_group: object
+) -> None:
+    _require_root()
+    with pytest.raises(KeyError):
+        grp.getgrgid(4242)  # the point: no group of that id exists on this host
+    c = make_collector(socket_mode="0660", socket_group=socket_group).start()
+    st = c.socket.stat()
+    assert st.st_gid == 4242
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    send_as(c.socket, ok("gid4242.example"), group="4242")  # let in by the group bits
+    assert c.stop() == 0
+    assert [x["domain"] for x in c.export()] == ["gid4242.example"]
+
+
+@pytest.mark.parametrize("allowed_users", [[0], ["root"]])
+def test_allowed_users_let_in_only_their_datagrams_and_count_the_others(
+    make_collector: MakeCollector, allowed_users: list[object]
+) -> None:
+    _require_root()
+    c = make_collector(socket_mode="0666", allowed_users=allowed_users)
+    prom = c.workdir / "collectd.prom"
+    c.config.write_text(c.config.read_text() + f'metrics_file = "{prom}"\n')
+    c.start()
+    assert "only uids 0 or gids (none) may send" in c.log()
+    send_all(c.socket, [ok("root.example")])
+    # The socket's mode lets nobody write; only the uid check keeps the datagram out.
+    send_as(c.socket, ok("nobody.example"), group="nogroup")
+    c.wait_for_counter(f"rejected:{SENDER_NOT_ALLOWED}", 1)
+    assert c.stop() == 0
+    assert [x["domain"] for x in c.export()] == ["root.example"]
+    counters = c.counters()
+    assert (counters["received"], counters["accepted"], counters["rejected"]) == (2, 1, 1)
+    assert "rejected datagram: sender-not-allowed: uid 65534, gid 65534" in c.log()
+    assert f'tlsrpt_collectd_rejected_total{{reason="{SENDER_NOT_ALLOWED}"}} 1' in (
+        prom.read_text()
+    )
+
+
+def test_allowed_groups_let_in_a_matching_gid_whatever_the_uid(
+    make_collector: MakeCollector,
+) -> None:
+    _require_root()
+    c = make_collector(socket_mode="0666", allowed_groups=["nogroup", "4242"]).start()
+    send_as(c.socket, ok("nogroup.example"), group="nogroup")  # by name
+    send_as(c.socket, ok("gid4242.example"), group="4242")  # by id, no group entry needed
+    send_as(c.socket, ok("daemon.example"), group="daemon")
+    send_all(c.socket, [ok("root.example")])  # root's uid 0 and gid 0: neither is listed
+    c.wait_for_counter(f"rejected:{SENDER_NOT_ALLOWED}", 2)
+    assert c.stop() == 0
+    assert sorted(x["domain"] for x in c.export()) == ["gid4242.example", "nogroup.example"]
+    assert c.counters()["accepted"] == 2
+
+
+def test_without_allowed_senders_the_receiver_reads_as_before(
+    make_collector: MakeCollector,
+) -> None:
+    """Unset keys: no SO_PASSCRED, no recvmsg; the receive process gets no ids to check."""
+    c = make_collector().start()
+    assert c.proc is not None
+    child = int(Path(f"/proc/{c.proc.pid}/task/{c.proc.pid}/children").read_text().split()[0])
+    args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[:-1]
+    # SOCK_FD PIPE_FD MAX_SIZE MAX_BACKLOG SHUTDOWN_ON_STOP, and no ALLOWED_UIDS ALLOWED_GIDS
+    assert args[-6] == b"tlsrpt_collectd.receiver", args
+    assert "may send" not in c.log()
+    send_all(c.socket, [ok()])
+    assert c.stop() == 0
+    assert c.counters()["accepted"] == 1
+
+
+@pytest.mark.parametrize("key", ["allowed_users", "allowed_groups"])
+def test_an_unknown_allowed_name_is_a_one_line_config_error_naming_the_key(
+    shared_dir: Path, key: str
+) -> None:
+    cfg = shared_dir / "c.toml"
+    write_config(cfg, socket=shared_dir / "c.sock", db=shared_dir / "c.sqlite")
+    cfg.write_text(cfg.read_text() + f'{key} = [0, "no-such-name-here"]\n')
+    for args in (("--check-config",), ()):
+        result = collectd(*args, "--config", str(cfg))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"collectd.{key}" in result.stderr
+        assert "'no-such-name-here'" in result.stderr
+    assert not (shared_dir / "c.sock").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tlsrpt_reporter import config
+from tlsrpt_reporter import config, reporter_config
 from tlsrpt_reporter.config import CollectdConfig, Config
 from tlsrpt_reporter.errors import ConfigError
 
@@ -201,3 +201,63 @@ def test_parse_mode_and_parse_log_level_name_the_value() -> None:
         config.parse_log_level("loud")
     assert config.parse_mode("0640") == 0o640
     assert config.parse_log_level("Debug") == "debug"
+
+
+def test_reporter_mx_host_reports_is_a_boolean_on_by_default(tmp_path: Path) -> None:
+    def reporter(text: str) -> reporter_config.ReporterConfig:
+        return reporter_config.from_config(config.load(write(tmp_path, f"[reporter]\n{text}\n")))
+
+    assert reporter("").mx_host_reports is True
+    assert reporter("mx_host_reports = false").mx_host_reports is False
+    assert reporter("mx_host_reports = true").mx_host_reports is True
+    for wrong in ('"no"', "0", "1"):
+        with pytest.raises(ConfigError, match=r"reporter\.mx_host_reports must be true or false"):
+            reporter(f"mx_host_reports = {wrong}")
+    with pytest.raises(
+        ConfigError, match=r"unknown key reporter\.mx_host_report;.*mx_host_reports"
+    ):
+        reporter("mx_host_report = false")
+
+
+@pytest.mark.parametrize(
+    ("toml_value", "group"), [('"postfix"', "postfix"), ('"101"', "101"), ("101", "101")]
+)
+def test_socket_group_is_a_name_or_a_numeric_gid(
+    tmp_path: Path, toml_value: str, group: str
+) -> None:
+    path = write(tmp_path, f"[collectd]\nsocket_group = {toml_value}\n")
+    assert config.load(path).collectd.socket_group == group
+
+
+@pytest.mark.parametrize("toml_value", ["-1", "4294967295", '"4294967295"', "true", "[101]"])
+def test_bad_socket_group_is_an_error_naming_the_key(tmp_path: Path, toml_value: str) -> None:
+    path = write(tmp_path, f"[collectd]\nsocket_group = {toml_value}\n")
+    with pytest.raises(ConfigError, match=r"collectd\.socket_group\b"):
+        config.load(path)
+
+
+def test_allowed_senders_default_to_everyone() -> None:
+    assert CollectdConfig().allowed_users == ()
+    assert CollectdConfig().allowed_groups == ()
+
+
+@pytest.mark.parametrize("key", ["allowed_users", "allowed_groups"])
+def test_allowed_senders_are_names_and_ids_with_digit_strings_as_ids(
+    tmp_path: Path, key: str
+) -> None:
+    path = write(tmp_path, f'[collectd]\n{key} = ["postfix", 0, "101", 4294967294]\n')
+    assert getattr(config.load(path).collectd, key) == ("postfix", 0, 101, 4294967294)
+
+
+@pytest.mark.parametrize("key", ["allowed_users", "allowed_groups"])
+@pytest.mark.parametrize(
+    "toml_value",
+    ['"postfix"', "0", "[-1]", "[4294967295]", '[""]', '[" "]', "[true]", "[1.5]", "[[0]]"],
+)
+def test_bad_allowed_senders_are_an_error_naming_the_key(
+    tmp_path: Path, key: str, toml_value: str
+) -> None:
+    path = write(tmp_path, f"[collectd]\n{key} = {toml_value}\n")
+    with pytest.raises(ConfigError, match=rf"collectd\.{key}\b") as info:
+        config.load(path)
+    assert "\n" not in str(info.value)

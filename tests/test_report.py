@@ -122,6 +122,59 @@ def test_dane_policies_keep_their_own_policy_domain_and_drop_mx_host() -> None:
     assert "mx-host" not in policy
 
 
+def tlsa(host: str = "mx.provider.example", key: str = "3 1 1 AB") -> dict[str, Any]:
+    """A DANE policy as the collector stores it: the MX host is its policy domain."""
+    return {"policy-type": "tlsa", "policy-domain": host, "policy-string": [key]}
+
+
+TLSA_FAILURE = {"result-type": "tlsa-invalid", "sending-mta-ip": "192.0.2.1",
+                "receiving-mx-hostname": "mx.provider.example", "receiving-ip": "198.51.100.9",
+                "failure-reason-code": "tlsa-no-match", "failed-session-count": 2}  # fmt: skip
+
+
+def test_an_mx_host_report_holds_the_dane_policies_naming_it_from_every_recipient_domain() -> None:
+    # RFC 8460 §1.1: the TLSA base domain (the MX host) is the DANE policy's policy domain.
+    lines = [
+        line("a.example", policy=tlsa(), ok=5, failed=2, details=[TLSA_FAILURE]),
+        line("a.example", policy={**STS, "policy-domain": "a.example"}, ok=7),
+        line("a.example", ok=3),
+        # Spelled as a cmd: source may send it: the same host, the same policy.
+        line("b.example", policy=tlsa("MX.Provider.Example."), ok=1, failed=3,
+             details=[{**TLSA_FAILURE, "failed-session-count": 3}]),
+        line("b.example", policy=tlsa("mx.other.example"), ok=4),
+        line("b.example", ok=9),
+        {**line("c.example", policy=tlsa()), "day": "2026-03-02"},
+    ]  # fmt: skip
+    hosts = report.mx_host_lines(lines, DAY)
+    assert set(hosts) == {"mx.provider.example", "mx.other.example"}
+    r = report.build(DAY, "mx.provider.example", hosts["mx.provider.example"], ME)
+    schema.validate(r.document)
+    assert r.domain == "mx.provider.example"
+    assert r.filename.startswith("example.net!mx.provider.example!")
+    assert r.document["policies"] == [
+        {
+            "policy": {"policy-type": "tlsa", "policy-string": ["3 1 1 AB"],
+                       "policy-domain": "mx.provider.example"},
+            "summary": {"total-successful-session-count": 6, "total-failure-session-count": 5},
+            "failure-details": [{**TLSA_FAILURE, "failed-session-count": 5}],
+        }
+    ]  # fmt: skip
+    assert r.report_id != report.build(DAY, "a.example", lines, ME).report_id
+    other_report = report.build(DAY, "mx.other.example", hosts["mx.other.example"], ME)
+    (other,) = other_report.document["policies"]
+    assert other["policy"]["policy-domain"] == "mx.other.example"
+    assert other["summary"]["total-successful-session-count"] == 4
+
+
+def test_a_dane_policy_naming_its_own_recipient_domain_is_no_extra_host_line() -> None:
+    # Old Postfix leaves policy-domain empty (the collector makes it d), and a domain may be
+    # its own MX: such lines are in that domain's report already and must not count twice.
+    lines = [line("mx.provider.example", policy=tlsa(), ok=5), line("a.example", policy=tlsa())]
+    (only,) = report.mx_host_lines(lines, DAY)["mx.provider.example"]
+    assert only["summary"]["total-successful-session-count"] == 10, "a.example's, not its own"
+    assert (only["domain"], only["record"]) == ("mx.provider.example", ""), "DNS decides"
+
+
 def test_the_failure_detail_cap_keeps_the_largest_and_the_summary_keeps_every_session() -> None:
     details = [
         {"result-type": "starttls-not-supported", "receiving-ip": f"198.51.100.{i}",

@@ -335,3 +335,72 @@ def test_build_writes_reports_and_signed_mails_and_records_nothing(site: Site) -
     check_mail(eml.read_bytes(), "mail.example", site.record)
     assert not site.reporter_db.exists(), "a dry run writes no delivery state"
     assert site.smtp.messages == [] and site.web.requests == []
+
+
+def dane(mx: str, failed: bool = False) -> dict[str, Any]:
+    """A wire-form DANE policy: its policy domain is the MX host (RFC 8460 §1.1)."""
+    policy: dict[str, Any] = {
+        "policy-type": 1,
+        "policy-domain": mx,
+        "policy-string": ["3 1 1 " + "AB" * 32],
+        "t": 0,
+        "f": 0,
+    }
+    if failed:
+        detail = {"c": 304, "s": "192.0.2.1", "n": mx, "r": "198.51.100.25"}
+        policy |= {"failure-details": [detail], "t": 1, "f": 1}
+    return policy
+
+
+def test_an_mx_host_with_a_record_receives_the_dane_policies_naming_it(site: Site) -> None:
+    provider, quiet = "mx.provider.example", "mx.quiet.example"
+    site.dns.zone[f"_smtp._tls.{provider}"] = [
+        ("TXT", '"v=TLSRPTv1; rua=mailto:tlsrpt@provider.example"')
+    ]
+    agg = Aggregate()
+    for raw in [
+        datagram("c1.example", [dane(provider)], "v=TLSRPTv1; rua=mailto:tls@c1.example"),
+        datagram("c1.example", [dane(provider, True)], "v=TLSRPTv1; rua=mailto:tls@c1.example"),
+        datagram("c2.example", [dane(provider)], "v=TLSRPTv1; rua=mailto:tls@c2.example"),
+        # MTA-STS is no DANE policy: it stays out of the MX host's report.
+        datagram("c2.example", [sts("c2.example") | {"t": 0, "f": 0}],
+                 "v=TLSRPTv1; rua=mailto:tls@c2.example"),
+        datagram("c3.example", [dane(quiet, True)], "v=TLSRPTv1; rua=mailto:tls@c3.example"),
+    ]:  # fmt: skip
+        agg.add(DAY, 1_772_330_000.0, decode(raw))
+    conn = store.connect(site.collector_db)
+    store.write(conn, store.build_batch(agg))
+    conn.close()
+
+    out = site.tmp / "out"
+    built = site.cli("build", "--day", DAY, "--out", str(out), "--db", str(site.collector_db))
+    assert built.returncode == 0, built.stderr
+    assert "2 of them for MX hosts" in built.stdout
+    (dry,) = out.glob(f"{SUBMITTER}!{provider}!*.json.gz")
+    schema.validate(json.loads(gzip.decompress(dry.read_bytes())))
+
+    result = site.cli("send", "--now")
+    assert result.returncode == 0, result.stderr
+    (mail,) = [m for m in site.smtp.messages if m.rcpt_tos == ["tlsrpt@provider.example"]]
+    report = check_mail(mail.data, provider, site.record)
+    (policy,) = report["policies"]
+    assert policy["policy"] == {
+        "policy-type": "tlsa",
+        "policy-string": ["3 1 1 " + "AB" * 32],
+        "policy-domain": provider,
+    }
+    assert policy["summary"] == {
+        "total-successful-session-count": 2,
+        "total-failure-session-count": 1,
+    }
+    assert [d["result-type"] for d in policy["failure-details"]] == ["tlsa-invalid"]
+    # Each customer still gets its own report, the MTA-STS policy included.
+    c2 = next(m for m in site.smtp.messages if m.rcpt_tos == ["tls@c2.example"])
+    assert len(check_mail(c2.data, "c2.example", site.record)["policies"]) == 2
+    # An MX host without a record: looked up, no report, and nothing to warn about.
+    assert site.dns.asked(f"_smtp._tls.{quiet}", "TXT")
+    assert site.report_status()[quiet][0] == "no-destination"
+    assert not [m for m in site.smtp.messages if quiet in m.rcpt_tos[0]]
+    loud = [line for line in result.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert loud, "the fixture's other domains do warn: the check below looks at the right place"
+    assert not [line for line in loud if quiet in line]

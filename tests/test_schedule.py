@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from dnsserver import DnsServer
+from test_report import STS, TLSA_FAILURE, line, tlsa
 from test_reporter_e2e import DAY, Site, site  # noqa: F401  (the fixture)
 
-from tlsrpt_reporter import schedule, state
+from tlsrpt_reporter import schedule, sources, state
 from tlsrpt_reporter.deliver import https
 from tlsrpt_reporter.dns import DnsSettings, Resolver
 from tlsrpt_reporter.reporter_config import MailConfig, ReporterConfig
@@ -58,6 +61,102 @@ def test_the_record_seen_last_is_the_one_used() -> None:
                ("b.example", "v=TLSRPTv1; rua=mailto:b@b.example"): 400.0}  # fmt: skip
     assert schedule.choose_record(records, "a.example") == "v=TLSRPTv1; rua=mailto:new@a.example"
     assert schedule.choose_record(records, "c.example") == ""
+
+
+PROVIDER = "mx.provider.example"
+PROVIDER_RECORD = "v=TLSRPTv1; rua=mailto:tls@provider.example"
+
+
+def _day_data(provider_is_a_recipient: bool = False) -> sources.DayData:
+    """Two customers whose MX is PROVIDER (DANE), one with an MTA-STS policy as well."""
+    data = sources.DayData(
+        lines=[
+            line("a.example", policy=tlsa(PROVIDER), ok=5, failed=2, details=[TLSA_FAILURE]),
+            line("a.example", ok=3),
+            line("b.example", policy=tlsa(PROVIDER), ok=1),
+            line("b.example", policy={**STS, "policy-domain": "b.example"}, ok=4),
+        ],
+        records={("a.example", "v=TLSRPTv1; rua=mailto:r@a.example"): 1.0,
+                 ("b.example", "v=TLSRPTv1; rua=mailto:r@b.example"): 1.0},
+    )  # fmt: skip
+    if provider_is_a_recipient:
+        # The provider's own domain is its MX too, and it sends mail elsewhere by MTA-STS.
+        data.lines += [
+            line(PROVIDER, policy=tlsa(PROVIDER), ok=10, record=PROVIDER_RECORD),
+            line(PROVIDER, policy={**STS, "policy-domain": PROVIDER}, ok=2, record=PROVIDER_RECORD),
+        ]
+        data.records[(PROVIDER, PROVIDER_RECORD)] = 1.0
+    return data
+
+
+def _built(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """domain -> (record, the report's policies keyed by policy type)."""
+    return {
+        row["domain"]: {
+            "record": row["record"],
+            "policies": {p["policy"]["policy-type"]: p for p in row["built"].document["policies"]},
+        }
+        for row in rows
+    }
+
+
+def _config(**values: Any) -> ReporterConfig:
+    return ReporterConfig(organization_name="Org", contact_info="tlsrpt@example.net", **values)
+
+
+def test_an_mx_host_gets_a_report_of_the_dane_policies_naming_it(tmp_path: Path) -> None:
+    rows, result = schedule.build_reports(_config(), DAY, _day_data(), 1_772_500_000.0)
+    built = _built(rows)
+    assert sorted(built) == ["a.example", "b.example", PROVIDER]
+    assert result.reports == 3 and result.host_reports == 1
+    host = built[PROVIDER]
+    assert host["record"] == "", "looked up at _smtp._tls.<mx host> when sending"
+    assert list(host["policies"]) == ["tlsa"], "never the MTA-STS or no-policy-found ones"
+    assert host["policies"]["tlsa"]["summary"] == {
+        "total-successful-session-count": 6,
+        "total-failure-session-count": 2,
+    }
+    assert host["policies"]["tlsa"]["failure-details"] == [TLSA_FAILURE]
+    # The recipient domains' own reports are unchanged.
+    assert set(built["a.example"]["policies"]) == {"tlsa", "no-policy-found"}
+    assert built["a.example"]["record"] == "v=TLSRPTv1; rua=mailto:r@a.example"
+    for row in rows:
+        row["send_at"] = 0.0
+    state.insert_day(state.connect(tmp_path / "state.sqlite"), DAY, 0.0, rows)
+
+
+def test_an_mx_host_that_is_a_recipient_domain_gets_one_report_with_both(tmp_path: Path) -> None:
+    data = _day_data(provider_is_a_recipient=True)
+    rows, result = schedule.build_reports(_config(), DAY, data, 1_772_500_000.0)
+    assert [row["domain"] for row in rows].count(PROVIDER) == 1
+    host = _built(rows)[PROVIDER]
+    assert host["record"] == PROVIDER_RECORD, "its own record, as the MTA saw it"
+    assert set(host["policies"]) == {"tlsa", "sts"}
+    # Its own 10 sessions once, plus a.example's 5 and b.example's 1.
+    assert host["policies"]["tlsa"]["summary"]["total-successful-session-count"] == 16
+    assert host["policies"]["tlsa"]["summary"]["total-failure-session-count"] == 2
+    assert result.host_reports == 0
+    for row in rows:
+        row["send_at"] = 0.0
+    # UNIQUE (day, domain) in the state database: a second report would not even be stored.
+    state.insert_day(state.connect(tmp_path / "state.sqlite"), DAY, 0.0, rows)
+
+
+def test_mx_host_reports_can_be_turned_off() -> None:
+    cfg = _config(mx_host_reports=False)
+    rows, result = schedule.build_reports(cfg, DAY, _day_data(), 1_772_500_000.0)
+    assert [row["domain"] for row in rows] == ["a.example", "b.example"]
+    assert result.host_reports == 0
+    merged, _ = schedule.build_reports(cfg, DAY, _day_data(True), 1_772_500_000.0)
+    host = _built(merged)[PROVIDER]
+    assert host["policies"]["tlsa"]["summary"]["total-successful-session-count"] == 10
+
+
+def test_never_report_applies_to_mx_hosts() -> None:
+    cfg = _config(never_report=(PROVIDER,))
+    rows, result = schedule.build_reports(cfg, DAY, _day_data(), 1_772_500_000.0)
+    assert [row["domain"] for row in rows] == ["a.example", "b.example"]
+    assert result.skipped == [PROVIDER] and result.host_reports == 0
 
 
 def _sender(site_: Site, dns: DnsServer, clock: list[float], **cfg: object) -> Sender:

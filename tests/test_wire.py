@@ -1,9 +1,10 @@
-"""Tests of the libtlsrpt datagram decoder (tlsrpt_reporter.wire) against shared/PROTOCOL.md."""
+"""Tests of the libtlsrpt datagram decoder (tlsrpt_reporter.wire) against docs/protocol.md."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from tlsrpt_reporter import wire
 from tlsrpt_reporter.errors import DatagramRejected
 from tlsrpt_reporter.model import RESULT_TYPES, Datagram, FailureDetail
 from tlsrpt_reporter.sender import datagram
+
+DATA = Path(__file__).parent / "data"
 
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -141,7 +144,7 @@ def test_protocol_examples_decode_to_their_rfc_8460_meaning() -> None:
             result_type="tlsa-invalid",
             sending_mta_ip="192.0.2.10",
             receiving_mx_hostname="mx.example.net",
-            receiving_mx_helo="mx.example.net ESMTP",
+            receiving_mx_helo="mx.example.net",  # the announced name alone
             receiving_ip="198.51.100.7",
             failure_reason_code="tlsa-no-match",
         ),
@@ -273,12 +276,11 @@ def test_policy_string_and_mx_host_keep_their_order() -> None:
 
 
 def test_invalid_utf8_in_ehlo_reply_is_repaired_and_the_datagram_kept() -> None:
-    helo = b"mx.example.net ESMTP \xff\xfe hello"
+    helo = b"mx\xff\xfe.example.net ESMTP hello"
     decoded = one_detail_datagram({"c": 201, "h": helo, "n": "mx.example.net"})
     (detail,) = decoded.results[0].failure_details
-    # PROTOCOL.md: decode with replacement characters, keep the session.
-    assert detail.receiving_mx_helo == helo.decode("utf-8", "replace")
-    assert "\ufffd" in detail.receiving_mx_helo
+    # docs/protocol.md: decode with replacement characters, keep the session.
+    assert detail.receiving_mx_helo == "mx\ufffd\ufffd.example.net"
     assert detail.receiving_mx_hostname == "mx.example.net"
     assert wire.NOTE_UTF8_REPAIRED in decoded.notes
     assert decoded.results[0].failed is True
@@ -354,6 +356,77 @@ def test_unknown_keys_at_any_level_are_accepted_and_noted(
     assert decoded.results[0].failure_details[0].result_type == "tlsa-invalid"
 
 
+def test_datagram_without_dpv_decodes_exactly_like_dpv_1() -> None:
+    # libtlsrpt 0.5.0rc1 (Debian 13's, with Postfix 3.10) writes no "dpv" at all.
+    with_dpv = base_object()
+    without = base_object()
+    del without["dpv"]
+    old, new = wire.decode(dumps(without)), wire.decode(dumps(with_dpv))
+    assert (old.domain, old.record, old.results, old.notes) == (
+        new.domain,
+        new.record,
+        new.results,
+        new.notes,
+    )
+    assert (old.wire_form, new.wire_form) == (wire.FORM_NO_DPV, wire.FORM_DPV1)
+
+
+def test_captured_libtlsrpt_0_5_0rc1_datagrams_decode_to_what_postfix_decided() -> None:
+    # Six datagrams as a real Postfix 3.10.13 with libtlsrpt0 0.5.0rc1-2 sent them.
+    lines = (DATA / "libtlsrpt-0.5.0rc1.jsonl").read_bytes().splitlines()
+    decoded = {d.domain: d for d in (wire.decode(line) for line in lines)}
+    assert len(decoded) == len(lines) == 6
+    assert {d.wire_form for d in decoded.values()} == {wire.FORM_NO_DPV}
+    outcome = {
+        domain: [
+            (
+                r.policy.policy_type,
+                r.policy.policy_domain,
+                r.failed,
+                *(f.result_type for f in r.failure_details),
+            )
+            for r in d.results
+        ]
+        for domain, d in decoded.items()
+    }
+    assert outcome == {
+        "a-dane-ok.test": [("tlsa", "mx.a-dane-ok.test", False)],
+        "b-dane-mismatch.test": [
+            ("tlsa", "mx.b-dane-mismatch.test", True, "certificate-not-trusted")
+        ],
+        "c-dane-unusable.test": [("tlsa", "mx.c-dane-unusable.test", True, "tlsa-invalid")],
+        "d-dane-nostarttls.test": [
+            ("tlsa", "mx.d-dane-nostarttls.test", True, "starttls-not-supported")
+        ],
+        "c2-dane-dropped.test": [("no-policy-found", "c2-dane-dropped.test", False)],
+        "e-notlsa.test": [("no-policy-found", "e-notlsa.test", False)],
+    }
+    unusable = decoded["c-dane-unusable.test"].results[0].failure_details[0]
+    assert unusable.failure_reason_code == "all-TLSA-records-unusable"
+    assert all(not d.notes for d in decoded.values())
+
+
+@pytest.mark.parametrize(
+    ("reply", "name"),
+    [
+        ("250-mx.example.net\r\n250-SIZE 33554432\r\n250 HELP", "mx.example.net"),
+        ("250 mx.example.net ESMTP Postfix", "mx.example.net"),
+        ("mx.example.net ESMTP ready\r\n250-PIPELINING", "mx.example.net"),
+        ("mx.example.net", "mx.example.net"),
+        ("  250-MX.Example.NET  \r\n", "MX.Example.NET"),
+    ],
+)
+def test_receiving_mx_helo_is_the_name_announced_in_the_ehlo_reply(reply: str, name: str) -> None:
+    decoded = one_detail_datagram({"c": 203, "h": reply})
+    assert decoded.results[0].failure_details[0].receiving_mx_helo == name
+
+
+@pytest.mark.parametrize("reply", ["250-", "250", "250 ", " \r\n250 HELP"])
+def test_ehlo_reply_without_a_name_leaves_receiving_mx_helo_unknown(reply: str) -> None:
+    decoded = one_detail_datagram({"c": 203, "h": reply})
+    assert decoded.results[0].failure_details[0].receiving_mx_helo is None
+
+
 def test_valid_datagram_has_no_notes() -> None:
     assert wire.decode(dumps(base_object())).notes == ()
 
@@ -408,7 +481,9 @@ REJECTIONS: list[tuple[str, bytes, str]] = [
     ("not-object-number", b"1", "not-object"),
     ("not-object-null", b"null", "not-object"),
     ("unknown-dpv-2", _mutated(lambda o: o.update(dpv="2")), "unknown-dpv"),
-    ("missing-dpv", _mutated(lambda o: o.pop("dpv")), "missing-field"),
+    ("dpv-number", _mutated(lambda o: o.update(dpv=1)), "unknown-dpv"),
+    ("dpv-null", _mutated(lambda o: o.update(dpv=None)), "unknown-dpv"),
+    ("dpv-empty", _mutated(lambda o: o.update(dpv="")), "unknown-dpv"),
     ("missing-d", _mutated(lambda o: o.pop("d")), "missing-field"),
     ("missing-policies", _mutated(lambda o: o.pop("policies")), "missing-field"),
     ("missing-t", _mutated(lambda o: _pol(o).pop("t")), "missing-field"),
@@ -669,7 +744,10 @@ def test_valid_datagrams_round_trip_through_the_libtlsrpt_encoding(obj: dict[str
         for wire_detail, detail in zip(sent_details, result.failure_details, strict=True):
             assert detail.result_type == SPEC_RESULT_CODES[wire_detail["c"]]
             for key, field in SPEC_DETAIL_KEYS.items():
-                assert getattr(detail, field) == (wire_detail.get(key) or None)
+                value = wire_detail.get(key) or None
+                if key == "h" and value is not None:
+                    value = wire.announced_name(value)  # the name, not the whole reply
+                assert getattr(detail, field) == value
 
 
 # --- CachingDecoder -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ PolicyKey = tuple[str, str, str, Policy]
 # (policy key, failure detail)
 DetailKey = tuple[PolicyKey, FailureDetail]
 
-# Per-day counter names (besides "rejected:<reason>" and the decoder's notes).
+# Per-day counter names (besides "rejected:<reason>", the decoder's notes and wire forms).
 C_RECEIVED = "received"
 C_ACCEPTED = "accepted"
 C_REJECTED = "rejected"
@@ -122,6 +122,7 @@ class Aggregate:
             (C_FAILURES, failures),
             (C_FAILURE_DETAILS, details),
             *((note, times) for note in datagram.notes),
+            (datagram.wire_form, times if datagram.wire_form else 0),
         ):
             if n:
                 ckey = (day, name)

@@ -93,6 +93,9 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
         eml.write_bytes(message)
     emls = len(mails)
     print(f"{day}: {result.reports} reports written to {out} ({emls} with an .eml)")
+    if result.host_reports:
+        print(f"  {result.host_reports} of them for MX hosts (their record is looked up when "
+              "sending, so they have no .eml here)")  # fmt: skip
     if result.skipped:
         print(f"  never reported to: {', '.join(result.skipped)}")
     if not keys:

@@ -17,6 +17,7 @@ from tlsrpt_reporter.errors import ConfigError, os_fix
 DEFAULT_CONFIG_PATH = Path("/etc/tlsrpt-reporter/config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _SECTIONS = ("collectd", "reporter", "dns")
+_MAX_ID = 2**32 - 2
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,13 @@ class CollectdConfig:
     # Inside Postfix's queue directory, so chrooted smtp(8) reaches it as run/tlsrpt/tlsrpt.sock.
     socket: str = "/var/spool/postfix/run/tlsrpt/tlsrpt.sock"
     socket_mode: int = 0o660
+    # A group name, or a gid as digits (a chrooted Postfix may run with a gid the host lacks).
     socket_group: str = ""
+    # Who may write, checked per datagram through SO_PASSCRED: a datagram passes when its
+    # sender's uid is in allowed_users or its gid in allowed_groups. Entries are names (resolved
+    # by the collector at start) or numeric ids; both empty = whoever the file mode lets in.
+    allowed_users: tuple[str | int, ...] = ()
+    allowed_groups: tuple[str | int, ...] = ()
     db: str = "/var/lib/tlsrpt-reporter/collectd.sqlite"
     flush_interval: float = 1.0
     retention_days: int = 14
@@ -113,9 +120,11 @@ def _check_collectd_value(key: str, value: Any, where: str) -> Any:
     if key in ("socket", "db"):
         return _path_string(name, value)
     if key == "socket_group":
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a group name (string), got {value!r}")
-        return value
+        return _socket_group(name, value)
+    if key == "allowed_users":
+        return _id_list(name, value, "user", "uid")
+    if key == "allowed_groups":
+        return _id_list(name, value, "group", "gid")
     if key == "socket_mode":
         return parse_mode(value, name)
     if key == "flush_interval":
@@ -173,6 +182,54 @@ def _metrics_file(name: str, value: Any) -> str:
     if value.endswith("/"):
         raise ConfigError(f"{name} must name a file, not a directory, got {value!r}")
     return value
+
+
+def _socket_group(name: str, value: Any) -> str:
+    # Kept as a string: the collector looks a name up and takes digits as the gid itself.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(_numeric_id(name, value, value, "gid"))
+    if not isinstance(value, str) or "\0" in value:
+        raise ConfigError(
+            f'{name} must be a group name or a numeric gid, e.g. "postfix" or 101, got {value!r}'
+        )
+    if _is_digits(value):
+        _numeric_id(name, int(value), value, "gid")
+    return value
+
+
+def _id_list(name: str, value: Any, kind: str, id_name: str) -> tuple[str | int, ...]:
+    """A list of names and numeric ids; digit strings become ids, names stay for the collector
+    to resolve (the reporter's host may lack the MTA's users, and reads the same file)."""
+    if not isinstance(value, list):
+        raise ConfigError(
+            f'{name} must be a list of {kind} names or numeric {id_name}s, e.g. ["postfix", 0], '
+            f"got {value!r}"
+        )
+    entries: list[str | int] = []
+    for entry in value:
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            entries.append(_numeric_id(name, entry, entry, id_name))
+        elif isinstance(entry, str) and _is_digits(entry):
+            entries.append(_numeric_id(name, int(entry), entry, id_name))
+        elif isinstance(entry, str) and entry and "\0" not in entry and not entry.isspace():
+            entries.append(entry)
+        else:
+            raise ConfigError(
+                f"{name} entries must be {kind} names or numeric {id_name}s, got {entry!r}"
+            )
+    return tuple(entries)
+
+
+def _is_digits(value: str) -> bool:
+    # ASCII only: str.isdigit() also takes characters such as "²" that int() refuses.
+    return value.isascii() and value.isdigit()
+
+
+def _numeric_id(name: str, number: int, given: object, id_name: str) -> int:
+    # 4294967295 is (uid_t)-1, which the kernel never gives a process.
+    if not 0 <= number <= _MAX_ID:
+        raise ConfigError(f"{name}: a {id_name} must be between 0 and {_MAX_ID}, got {given!r}")
+    return number
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float:

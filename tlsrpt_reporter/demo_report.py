@@ -89,6 +89,9 @@ async def run(workdir: Path, collector_db: Path, days: list[str]) -> int:
             contact_info=f"tlsrpt@{SUBMITTER}",
             sources=(str(collector_db),),
             db=str(workdir / "reporter.sqlite"),
+            # MX-host reports would look up _smtp._tls.<mx host> in real DNS at send time; the
+            # demo delivers only to the records its sample carries, and needs no network.
+            mx_host_reports=False,
             mail=MailConfig(
                 from_addr=f"tlsrpt-noreply@{SUBMITTER}",
                 relay=f"127.0.0.1:{smtp.port}",

@@ -110,3 +110,7 @@ class Datagram:
     results: tuple[PolicyResult, ...]
     # Counter names for repairs and oddities that did not cause a rejection.
     notes: tuple[str, ...] = ()
+    # The per-day counter naming the wire form it came in ("wire-form:dpv-1" or
+    # "wire-form:no-dpv", see wire.WIRE_FORMS); empty for sessions that did not come through
+    # the socket's decoder in that form (log adapters).
+    wire_form: str = ""

@@ -313,3 +313,35 @@ def check_report_id(value: str) -> None:
 def domains_of(lines: Sequence[Mapping[str, Any]], day: str) -> list[str]:
     """The report domains present in ``lines`` for ``day``, sorted."""
     return sorted({line["domain"] for line in lines if line["day"] == day})
+
+
+def mx_host_lines(lines: Iterable[Mapping[str, Any]], day: str) -> dict[str, list[dict[str, Any]]]:
+    """The DANE lines of ``day`` regrouped by the MX host they name, for MX-host reports.
+
+    RFC 8460 §1.1: the policy domain of a DANE policy is the TLSA base domain, usually the
+    MX host, so that host may ask for reports of its own. Each ``tlsa`` line of every recipient
+    domain goes to the host in its ``policy-domain`` (as a lower-case A-label), relabelled as a
+    line of that host with no known record; :func:`build` then merges them like any others.
+    A line whose host is its own recipient domain is left out: it already is in that domain's
+    report, and counting it twice would double its sessions. One pass over ``lines``.
+    """
+    hosts: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        policy = line["policy"]
+        if line["day"] != day or policy["policy-type"] != "tlsa":
+            continue  # only DANE policies have an MX host as their policy domain
+        try:
+            host = normalize_domain(policy["policy-domain"])
+        except ValueError:
+            continue  # not a host name (a cmd: source's data is checked less strictly)
+        if host == line["domain"]:
+            continue
+        # The policy domain in its normal form too, so differently spelled lines merge.
+        relabelled = {
+            **line,
+            "domain": host,
+            "record": "",
+            "policy": {**policy, "policy-domain": host},
+        }
+        hosts.setdefault(host, []).append(relabelled)
+    return hosts

@@ -61,6 +61,8 @@ class ReporterConfig:
     record_source: str = "datagram"
     never_report: tuple[str, ...] = ()
     max_reports_per_destination: int = 1000
+    # RFC 8460 §1.1: also report DANE policies to the MX host they name, when it has a record.
+    mx_host_reports: bool = True
     mail: MailConfig = field(default_factory=MailConfig)
     https: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +128,10 @@ def _check(key: str, value: Any) -> Any:
     if key in ("max_failure_details", "max_reports_per_destination"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        return value
+    if key == "mx_host_reports":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
         return value
     if key == "record_source":
         if value not in RECORD_SOURCES:

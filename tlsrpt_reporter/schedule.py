@@ -86,6 +86,8 @@ class BuildResult:
     reports: int = 0
     skipped: list[str] = field(default_factory=list)
     capped: int = 0
+    # Reports for MX hosts that are no recipient domain of the day (RFC 8460 §1.1).
+    host_reports: int = 0
 
 
 class Progress:
@@ -108,15 +110,26 @@ class Progress:
 def build_reports(
     cfg: ReporterConfig, day: str, data: sources.DayData, now: float
 ) -> tuple[list[dict[str, Any]], BuildResult]:
-    """Build, validate and describe every report of ``day`` (no state written)."""
+    """Build, validate and describe every report of ``day`` (no state written): one per
+    recipient domain, and with ``cfg.mx_host_reports`` one per MX host named by a DANE policy
+    (merged into that host's own report when it is a recipient domain too)."""
     identity = report.Identity(cfg.organization_name, cfg.contact_info)
-    domains = report.domains_of(data.lines, day)
+    recipients = set(report.domains_of(data.lines, day))
     result = BuildResult(day=day)
     rows: list[dict[str, Any]] = []
-    progress = Progress(f"building {day}", len(domains))
     by_domain: dict[str, list[dict[str, Any]]] = {}
     for line in data.lines:
         by_domain.setdefault(line["domain"], []).append(line)
+    domains = sorted(recipients)
+    if cfg.mx_host_reports:
+        # RFC 8460 §1.1: a DANE policy's domain is the MX host; it gets the DANE policies
+        # naming it from every recipient domain. A host that is a recipient domain too gets
+        # them in that domain's report: one report per (day, domain), as state requires.
+        hosts = report.mx_host_lines(data.lines, day)
+        for host, lines in hosts.items():
+            by_domain.setdefault(host, []).extend(lines)
+        domains = sorted(recipients.union(hosts))
+    progress = Progress(f"building {day}", len(domains))
     date = email.utils.format_datetime(dt.datetime.fromtimestamp(now, dt.UTC))
     for done, domain in enumerate(domains, 1):
         progress.step(done)
@@ -133,7 +146,12 @@ def build_reports(
                 "(reporter.max_failure_details = %d) were left out",
                 domain, day, built.totals.capped, cfg.max_failure_details,
             )  # fmt: skip
-        record = choose_record(data.records, domain) if cfg.record_source == "datagram" else ""
+        if domain not in recipients:
+            result.host_reports += 1
+        # An MX host that is no recipient domain has no record from the MTA: '' makes the
+        # sender look up _smtp._tls.<host> at send time.
+        by_datagram = cfg.record_source == "datagram" and domain in recipients
+        record = choose_record(data.records, domain) if by_datagram else ""
         rows.append(
             {
                 "domain": domain,
@@ -179,8 +197,8 @@ def build_due(
             row["send_at"] = when
         state.insert_day(conn, day, now, rows, note)
         log.info(
-            "built %d reports for %s (%d domains never reported to)",
-            result.reports, day, len(result.skipped),
+            "built %d reports for %s (%d of them for MX hosts; %d domains never reported to)",
+            result.reports, day, result.host_reports, len(result.skipped),
         )  # fmt: skip
         results.append(result)
     return results

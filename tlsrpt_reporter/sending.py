@@ -146,6 +146,9 @@ class Sender:
                             row.domain, result.detail)  # fmt: skip
                 return
             if result.status == "none" or result.record is None:
+                # Debug only: most MX hosts of MX-host reports (RFC 8460 §1.1) publish nothing.
+                log.debug("no report for %s (%s): %s",
+                          row.domain, row.day, result.detail)  # fmt: skip
                 state.set_report(conn, row.id, status="no-destination", last_error=result.detail)
                 return
             record = result.record

@@ -1,4 +1,4 @@
-"""Decoder for libtlsrpt protocol-version-1 datagrams (shared/PROTOCOL.md).
+"""Decoder for libtlsrpt protocol-version-1 datagrams (docs/protocol.md).
 
 Pure code: bytes in, a :class:`~tlsrpt_reporter.model.Datagram` out, or
 :class:`~tlsrpt_reporter.errors.DatagramRejected` with a counter-friendly reason. Nothing else
@@ -39,10 +39,17 @@ NOTES = (
     NOTE_DETAIL_COUNT_MISMATCH,
     NOTE_UNKNOWN_RESULT_CODE,
 )
+# The two forms of protocol version 1, as per-day counters of accepted datagrams: with
+# "dpv": "1" (libtlsrpt 0.5.0 and later) or without "dpv" (libtlsrpt 0.5.0rc1, which Debian 13
+# ships with Postfix 3.10). An operator learns from them which library feeds the collector.
+FORM_DPV1 = "wire-form:dpv-1"
+FORM_NO_DPV = "wire-form:no-dpv"
+# The forms' names in the collector's metrics (the counter names without "wire-form:").
+WIRE_FORMS = ("dpv-1", "no-dpv")
 
 DEFAULT_MAX_SIZE = 262_144
 
-# libtlsrpt's policy-type codes (PROTOCOL.md "Each policy object").
+# libtlsrpt's policy-type codes (docs/protocol.md, "Policies").
 _POLICY_TYPE_CODES = {1: "tlsa", 2: "sts", 9: "no-policy-found"}
 
 # libtlsrpt's result codes -> RFC 8460 §4.3 result-type names.
@@ -59,7 +66,7 @@ RESULT_CODES = {
     305: "dnssec-invalid",
     306: "dane-required",
 }
-# 901 is libtlsrpt-internal ("policy never finished"); PROTOCOL.md says accept it defensively.
+# 901 is libtlsrpt-internal ("policy never finished"); docs/protocol.md says accept it defensively.
 _CODE_NEVER_FINISHED = 901
 
 _TOP_KEYS = frozenset(("dpv", "d", "pr", "policies"))
@@ -93,7 +100,7 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Datagram:
     """Decode and validate one datagram.
 
     Invalid UTF-8 is repaired with U+FFFD and noted, because the bytes came from a remote
-    server through the MTA (PROTOCOL.md "Transport facts"). Raises DatagramRejected only.
+    server through the MTA (docs/protocol.md, "Transport"). Raises DatagramRejected only.
     """
     if len(data) > max_size:
         raise DatagramRejected("oversize", f"{len(data)} bytes, the limit is {max_size}")
@@ -118,10 +125,14 @@ def _datagram(obj: dict[str, Any], notes: _Notes) -> Datagram:
     # Hot path: plain type() checks (bool is not an int here, as JSON true is not a number).
     if not obj.keys() <= _TOP_KEYS:
         _check_extra_keys(obj, _TOP_KEYS, notes)
-    dpv = obj.get("dpv")
-    if dpv != "1":
-        if dpv is None:
-            raise DatagramRejected("missing-field", "no 'dpv'")
+    # docs/protocol.md "Two forms of version 1": libtlsrpt 0.5.0rc1 predates the "dpv" key, and
+    # its datagrams are version 1 in every other respect. A "dpv" that is present must be "1".
+    if "dpv" not in obj:
+        form = FORM_NO_DPV
+    elif obj["dpv"] == "1":
+        form = FORM_DPV1
+    else:
+        dpv = obj["dpv"]
         raise DatagramRejected("unknown-dpv", f"dpv {str(dpv)[:20]!r}, only '1' is known")
     raw_domain = obj.get("d")
     if type(raw_domain) is not str:
@@ -141,6 +152,7 @@ def _datagram(obj: dict[str, Any], notes: _Notes) -> Datagram:
         record=record if record.isascii() else _repair(record, notes),
         results=results,
         notes=tuple(sorted(notes.items)),
+        wire_form=form,
     )
 
 
@@ -170,7 +182,7 @@ def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
         raise DatagramRejected("unknown-policy-type", f"policy-type {code}")
     raw_pd = obj.get("policy-domain")
     if raw_pd is None or raw_pd == "":
-        # PROTOCOL.md: an absent or empty policy-domain belongs to `d` (Postfix < 3.10.5).
+        # docs/protocol.md: an absent or empty policy-domain belongs to `d` (Postfix < 3.10.5).
         policy_domain = domain
     elif type(raw_pd) is str:
         policy_domain = _domain(raw_pd, "policy-domain", notes)
@@ -192,7 +204,7 @@ def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
     else:
         raise DatagramRejected("wrong-type", "'failure-details' is not an array")
     if total != len(details):
-        # libtlsrpt does not keep these in step; count it, do not reject (PROTOCOL.md).
+        # libtlsrpt does not keep these in step; count it, do not reject (docs/protocol.md).
         notes.items.add(NOTE_DETAIL_COUNT_MISMATCH)
     key = (
         policy_type,
@@ -221,7 +233,8 @@ def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
             # An empty string is as good as absent: reports never carry "" (RFC 8460 §4.4).
             values.append(None)
         elif type(value) is str:
-            values.append(value if value.isascii() else _repair(value, notes))
+            value = value if value.isascii() else _repair(value, notes)
+            values.append(announced_name(value) if key == "h" else value)
         else:
             raise DatagramRejected("wrong-type", f"failure detail '{key}' is not a string")
     result_type = RESULT_CODES.get(code)
@@ -240,6 +253,21 @@ def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
     if detail is None:
         detail = _intern(_DETAILS, dkey, FailureDetail(result_type, *values))
     return detail
+
+
+def announced_name(ehlo_reply: str) -> str | None:
+    """The name a server announced in its EHLO reply, for ``receiving-mx-helo``.
+
+    RFC 8460 §4.4 asks for the HELO/EHLO name of the receiving MX. Postfix hands libtlsrpt its
+    whole multi-line EHLO reply ("250-mx.example.net\\r\\n250-PIPELINING\\r\\n..."); the name
+    is the first word of the first line, after the reply code when there is one (RFC 5321
+    §4.1.1.1: ehlo-ok-rsp). None when nothing is left.
+    """
+    first = ehlo_reply.split("\n", 1)[0].strip()
+    if len(first) >= 3 and first[:3].isdigit() and first[3:4] in ("", " ", "-"):
+        first = first[4:]
+    words = first.split(None, 1)
+    return words[0] if words else None
 
 
 def _string_list(obj: dict[str, Any], key: str, notes: _Notes) -> tuple[str, ...]:
