@@ -52,8 +52,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from tlsrpt_reporter import samplegen
-from tlsrpt_reporter.sender import MTA_LIKE_SNDBUF, DatagramSender, datagram
+from tlsrpt_reporter.demo import samplegen
+from tlsrpt_reporter.wire.encode import MTA_LIKE_SNDBUF, DatagramSender, datagram
 
 QLEN_FILE = Path("/proc/sys/net/unix/max_dgram_qlen")
 BLAST_SEED = 8460

@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tlsrpt_reporter import samplegen, store
+from tlsrpt_reporter.demo import samplegen
+from tlsrpt_reporter.store import collected as store
 
 DAY = "2026-11-30"
 DAY_START = 1_796_083_200 - 86_400  # 2026-11-30T00:00:00Z

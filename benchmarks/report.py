@@ -20,14 +20,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tlsrpt_reporter import bulk_sign, sources, store
-from tlsrpt_reporter.aggregate import Aggregate
-from tlsrpt_reporter.deliver import dkim, mail
-from tlsrpt_reporter.reporter_config import ReporterConfig
-from tlsrpt_reporter.samplegen import sessions
-from tlsrpt_reporter.schedule import build_reports
-from tlsrpt_reporter.sender import datagram
-from tlsrpt_reporter.wire import decode
+from tlsrpt_reporter.config.reporter import ReporterConfig
+from tlsrpt_reporter.deliver import bulk_sign, dkim, mail
+from tlsrpt_reporter.demo.samplegen import sessions
+from tlsrpt_reporter.report import sources
+from tlsrpt_reporter.schedule.build import build_reports
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.wire.aggregate import Aggregate
+from tlsrpt_reporter.wire.decode import decode
+from tlsrpt_reporter.wire.encode import datagram
 
 DAY = "2026-03-01"
 TARGET_SECONDS = 120.0

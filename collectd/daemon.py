@@ -1,7 +1,7 @@
 """``tlsrpt-collectd``: decode what the receive process hands over, aggregate, flush to SQLite.
 
 The receive path never waits on this process (see ``receiver``): here, datagrams are decoded
-and folded into an in-memory :class:`~tlsrpt_reporter.aggregate.Aggregate`, and every
+and folded into an in-memory :class:`~tlsrpt_reporter.wire.aggregate.Aggregate`, and every
 ``flush_interval`` the aggregate is written as counter upserts in one transaction through
 aiosqlite. When the database cannot be written the aggregate stays in memory (bounded) and the
 next flush tries again.
@@ -40,11 +40,12 @@ from tlsrpt_collectd.receiver import (
     UNKNOWN_ID,
     Senders,
 )
-from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter import logs, store
-from tlsrpt_reporter.aggregate import C_DROPPED_MEMORY, Aggregate
+from tlsrpt_reporter import logs
+from tlsrpt_reporter.config import loader as configmod
 from tlsrpt_reporter.errors import CollectorError, ConfigError, DatagramRejected, StoreError
-from tlsrpt_reporter.wire import CachingDecoder
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.wire.aggregate import C_DROPPED_MEMORY, Aggregate
+from tlsrpt_reporter.wire.decode import CachingDecoder
 
 log = logging.getLogger("tlsrpt-collectd")
 

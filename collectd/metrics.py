@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlsrpt_reporter.exposition import Family, Sample, gauge, histogram_samples, render
-from tlsrpt_reporter.wire import WIRE_FORMS
+from tlsrpt_reporter.wire.decode import WIRE_FORMS
 
 PREFIX = "tlsrpt_collectd_"
 # Flush durations (seconds): a normal flush takes milliseconds, one of 16,000 new keys 0.2 s,

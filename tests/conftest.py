@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tlsrpt_reporter import store
+from tlsrpt_reporter.store import collected as store
 
 START_TIMEOUT = 20.0
 

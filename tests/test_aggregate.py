@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tlsrpt_reporter import wire
-from tlsrpt_reporter.aggregate import (
+from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
+from tlsrpt_reporter.wire import decode as wire
+from tlsrpt_reporter.wire.aggregate import (
     C_ACCEPTED,
     C_DROPPED_MEMORY,
     C_FAILURE_DETAILS,
@@ -13,8 +14,7 @@ from tlsrpt_reporter.aggregate import (
     C_SESSIONS,
     Aggregate,
 )
-from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
-from tlsrpt_reporter.sender import datagram
+from tlsrpt_reporter.wire.encode import datagram
 
 DAY = "2026-03-01"
 NEXT_DAY = "2026-03-02"

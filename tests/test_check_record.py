@@ -13,7 +13,7 @@ from dnsserver import DnsServer
 from httpsserver import HttpsTestServer
 
 from tlsrpt_reporter import cli
-from tlsrpt_reporter.check_record import judge_probe, lint_txt
+from tlsrpt_reporter.cli.check_record import judge_probe, lint_txt
 from tlsrpt_reporter.deliver.https import HttpsSettings
 from tlsrpt_reporter.deliver.https_probe import ProbeResult
 

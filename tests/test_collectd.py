@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import Collector, send_all
 
-from tlsrpt_reporter.sender import datagram, encode_object
+from tlsrpt_reporter.wire.encode import datagram, encode_object
 
 MakeCollector = Callable[..., Collector]
 
@@ -369,9 +369,9 @@ def test_full_disk_keeps_collecting_and_catches_up_when_space_returns(
 
 
 def test_days_older_than_the_retention_are_deleted_at_start(make_collector: MakeCollector) -> None:
-    from tlsrpt_reporter import store
-    from tlsrpt_reporter.aggregate import Aggregate
-    from tlsrpt_reporter.wire import decode
+    from tlsrpt_reporter.store import collected as store
+    from tlsrpt_reporter.wire.aggregate import Aggregate
+    from tlsrpt_reporter.wire.decode import decode
 
     c = make_collector(retention_days=3)
     agg = Aggregate()

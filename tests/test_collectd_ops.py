@@ -22,7 +22,8 @@ from test_collectd import ok
 from tlsrpt_collectd.daemon import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.daemon import Collector as Daemon
 from tlsrpt_collectd.receiver import Receiver
-from tlsrpt_reporter import config, store
+from tlsrpt_reporter.config import loader as config
+from tlsrpt_reporter.store import collected as store
 
 MakeCollector = Callable[..., Collector]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tlsrpt_reporter import config, reporter_config
-from tlsrpt_reporter.config import CollectdConfig, Config
+from tlsrpt_reporter.config import loader as config
+from tlsrpt_reporter.config import reporter as reporter_config
+from tlsrpt_reporter.config.loader import CollectdConfig, Config
 from tlsrpt_reporter.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from dnsserver import DnsServer
 
-from tlsrpt_reporter.dns import (
+from tlsrpt_reporter.deliver.resolver import (
     DnsError,
     DnsSettings,
     DnsTemporaryError,

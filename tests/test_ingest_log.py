@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlsrpt_reporter import store
-from tlsrpt_reporter.ingest import MAX_LINE, _Lines
-from tlsrpt_reporter.logexim import EximAdapter
-from tlsrpt_reporter.logpostfix import PostfixAdapter
-from tlsrpt_reporter.logsession import LogSession
-from tlsrpt_reporter.logtime import LineClock, YearGuess, zone
+from tlsrpt_reporter.ingest.exim_log import EximAdapter
+from tlsrpt_reporter.ingest.log_session import LogSession
+from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
+from tlsrpt_reporter.ingest.logfile import MAX_LINE, _Lines
+from tlsrpt_reporter.ingest.postfix_log import PostfixAdapter
+from tlsrpt_reporter.store import collected as store
 
 DAY = "2026-11-30"
 TS = "Nov 30 10:00:01"

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from tlsrpt_reporter import cli, report
+from tlsrpt_reporter import cli
 from tlsrpt_reporter.deliver import mail
 from tlsrpt_reporter.model import RESULT_TYPES
-from tlsrpt_reporter.report_file import ReportFileError, gunzip, read_report
-from tlsrpt_reporter.result_types import ADVICE
+from tlsrpt_reporter.report import document as report
+from tlsrpt_reporter.report.reading import ReportFileError, gunzip, read_report
+from tlsrpt_reporter.report.result_types import ADVICE
 
 DAY = "2026-03-01"
 IDENTITY = report.Identity("Example Mail Ltd", "tlsrpt@example.net")

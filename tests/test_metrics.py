@@ -418,7 +418,8 @@ def test_status_prometheus_shows_delivered_retrying_and_given_up_reports(site: S
 def test_a_version_1_state_database_is_migrated_and_its_errors_classified_from_the_text(
     tmp_path: Path,
 ) -> None:
-    from tlsrpt_reporter import state, status_metrics
+    from tlsrpt_reporter.cli import status_metrics
+    from tlsrpt_reporter.store import reports as state
 
     db = tmp_path / "reporter.sqlite"
     conn = state.connect(db)

@@ -16,7 +16,7 @@ from conftest import write_config
 from smtpserver import SmtpServer
 from test_reporter_e2e import Site, site  # noqa: F401 - the fixture
 
-from tlsrpt_reporter import store
+from tlsrpt_reporter.store import collected as store
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import dkim as dkimpy
 import pytest
 
-from tlsrpt_reporter import schema
+from tlsrpt_reporter.report import schema
 
 TESTS = Path(__file__).parent
 SUBMITTER = "rig-sender.test"

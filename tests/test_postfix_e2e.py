@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from postfixrig import Destination, postfix_available, run_postfix
 
-from tlsrpt_reporter import schema
+from tlsrpt_reporter.report import schema
 
 DATA = Path(__file__).parent / "data"
 

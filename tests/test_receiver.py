@@ -24,7 +24,7 @@ from tlsrpt_collectd.receiver import (
     Receiver,
     Senders,
 )
-from tlsrpt_reporter.config import CollectdConfig
+from tlsrpt_reporter.config.loader import CollectdConfig
 
 
 def frames(data: bytes) -> list[tuple[int, int, list[tuple[int, int, bytes]]]]:
@@ -191,8 +191,8 @@ def test_senders_cross_the_command_line_intact() -> None:
 
 
 def test_the_bundled_sample_is_what_its_seeded_generator_writes() -> None:
-    from tlsrpt_reporter import samplegen
-    from tlsrpt_reporter.demo import sample_path
+    from tlsrpt_reporter.demo import samplegen
+    from tlsrpt_reporter.demo.run import sample_path
 
     regenerated = b"".join(
         line + b"\n"

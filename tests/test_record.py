@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlsrpt_reporter.errors import TlsRptError
-from tlsrpt_reporter.record import (
+from tlsrpt_reporter.deliver.record import (
     MAX_RECORD_LENGTH,
     MAX_URIS,
     RecordError,
@@ -18,6 +17,7 @@ from tlsrpt_reporter.record import (
     parse_record,
     select_record,
 )
+from tlsrpt_reporter.errors import TlsRptError
 
 
 def mailto(address: str) -> ReportURI:

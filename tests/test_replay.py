@@ -14,10 +14,11 @@ import pytest
 from conftest import Collector
 from test_collectd import canon, ok
 
-from tlsrpt_reporter import samplegen, store
-from tlsrpt_reporter.demo import sample_path
+from tlsrpt_reporter.demo import samplegen
+from tlsrpt_reporter.demo.run import sample_path
 from tlsrpt_reporter.errors import TlsRptError
-from tlsrpt_reporter.replay import split_ts
+from tlsrpt_reporter.ingest.replay import split_ts
+from tlsrpt_reporter.store import collected as store
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from tlsrpt_reporter import report, schema
-from tlsrpt_reporter.report import Identity, ReportError
-from tlsrpt_reporter.schema import SchemaError
+from tlsrpt_reporter.report import document as report
+from tlsrpt_reporter.report import schema
+from tlsrpt_reporter.report.document import Identity, ReportError
+from tlsrpt_reporter.report.schema import SchemaError
 
 DAY = "2026-03-01"
 ME = Identity("Example Mail Ltd", "tlsrpt@Example.NET")
@@ -255,10 +256,10 @@ def test_the_schema_rejects_what_strict_consumers_reject(mutate: Any, why: str) 
 
 
 def test_every_report_of_the_bundled_sample_validates(tmp_path: Any) -> None:
-    from tlsrpt_reporter import store
-    from tlsrpt_reporter.aggregate import Aggregate
-    from tlsrpt_reporter.demo import sample_path
-    from tlsrpt_reporter.wire import decode
+    from tlsrpt_reporter.demo.run import sample_path
+    from tlsrpt_reporter.store import collected as store
+    from tlsrpt_reporter.wire.aggregate import Aggregate
+    from tlsrpt_reporter.wire.decode import decode
 
     agg = Aggregate()
     for raw in sample_path().read_bytes().splitlines():

@@ -23,11 +23,13 @@ from dnsserver import DnsServer
 from httpsserver import HttpsTestServer, Reply
 from smtpserver import SmtpServer
 
-from tlsrpt_reporter import schema, state, store
-from tlsrpt_reporter.aggregate import Aggregate
 from tlsrpt_reporter.deliver import dkim
-from tlsrpt_reporter.sender import datagram
-from tlsrpt_reporter.wire import decode
+from tlsrpt_reporter.report import schema
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.wire.aggregate import Aggregate
+from tlsrpt_reporter.wire.decode import decode
+from tlsrpt_reporter.wire.encode import datagram
 
 DAY = "2026-03-01"
 SUBMITTER = "example.net"

@@ -15,11 +15,13 @@ from dnsserver import DnsServer
 from test_report import STS, TLSA_FAILURE, line, tlsa
 from test_reporter_e2e import DAY, Site, site  # noqa: F401  (the fixture)
 
-from tlsrpt_reporter import schedule, sources, state
+from tlsrpt_reporter.config.reporter import MailConfig, ReporterConfig
 from tlsrpt_reporter.deliver import https
-from tlsrpt_reporter.dns import DnsSettings, Resolver
-from tlsrpt_reporter.reporter_config import MailConfig, ReporterConfig
-from tlsrpt_reporter.sending import Sender
+from tlsrpt_reporter.deliver.resolver import DnsSettings, Resolver
+from tlsrpt_reporter.deliver.sender import Sender
+from tlsrpt_reporter.report import sources
+from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store import reports as state
 
 
 def test_send_times_fill_the_window_evenly() -> None:
@@ -183,9 +185,9 @@ def test_a_dns_failure_that_lasts_past_retry_for_gives_the_report_up(site: Site)
 def test_the_per_destination_cap_limits_what_one_rua_receives(site: Site) -> None:  # noqa: F811
     from test_reporter_e2e import session
 
-    from tlsrpt_reporter import store
-    from tlsrpt_reporter.aggregate import Aggregate
-    from tlsrpt_reporter.wire import decode
+    from tlsrpt_reporter.store import collected as store
+    from tlsrpt_reporter.wire.aggregate import Aggregate
+    from tlsrpt_reporter.wire.decode import decode
 
     shared = "v=TLSRPTv1; rua=mailto:inbox@shared.example"
     agg = Aggregate()
@@ -258,9 +260,9 @@ def test_delivered_once_one_destination_accepted_and_the_others_still_tried(
 ) -> None:
     from test_reporter_e2e import session
 
-    from tlsrpt_reporter import store
-    from tlsrpt_reporter.aggregate import Aggregate
-    from tlsrpt_reporter.wire import decode
+    from tlsrpt_reporter.store import collected as store
+    from tlsrpt_reporter.wire.aggregate import Aggregate
+    from tlsrpt_reporter.wire.decode import decode
 
     both = f"v=TLSRPTv1; rua=mailto:two@both.example,{site.web.url()}"
     agg = Aggregate()

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlsrpt_reporter.sender import DatagramSender, SendError, datagram, encode_object
+from tlsrpt_reporter.wire.encode import DatagramSender, SendError, datagram, encode_object
 
 # The three examples of PROTOCOL.md "Examples".
 PROTOCOL_EXAMPLES = [

@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 from conftest import Collector, send_all, today
 
-from tlsrpt_reporter import commands, schedule, sources, state
-from tlsrpt_reporter.config import load
-from tlsrpt_reporter.demo import sample_path
+from tlsrpt_reporter.cli import commands
+from tlsrpt_reporter.config.loader import load
+from tlsrpt_reporter.config.reporter import ReporterConfig, from_config
+from tlsrpt_reporter.demo.run import sample_path
 from tlsrpt_reporter.errors import ConfigError
-from tlsrpt_reporter.reporter_config import ReporterConfig, from_config
-from tlsrpt_reporter.sender import datagram
+from tlsrpt_reporter.report import sources
+from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.wire.encode import datagram
 
 PY = shlex.quote(sys.executable)
 PAST_DAY = "2026-03-01"

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tlsrpt_reporter import store
-from tlsrpt_reporter.aggregate import Aggregate
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.wire.aggregate import Aggregate
 
 DAY = "2026-03-01"
 NEXT_DAY = "2026-03-02"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import Collector, send_all
 
-from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter import reporter_config
-from tlsrpt_reporter.sender import datagram
+from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.config import reporter as reporter_config
+from tlsrpt_reporter.wire.encode import datagram
 
 MakeCollector = Callable[..., Collector]
 Unit = dict[str, dict[str, list[str]]]

@@ -1,4 +1,4 @@
-"""Tests of the libtlsrpt datagram decoder (tlsrpt_reporter.wire) against docs/protocol.md."""
+"""Tests of the datagram decoder (tlsrpt_reporter.wire.decode), per docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tlsrpt_reporter import wire
 from tlsrpt_reporter.errors import DatagramRejected
 from tlsrpt_reporter.model import RESULT_TYPES, Datagram, FailureDetail
-from tlsrpt_reporter.sender import datagram
+from tlsrpt_reporter.wire import decode as wire
+from tlsrpt_reporter.wire.encode import datagram
 
 DATA = Path(__file__).parent / "data"
 

@@ -18,7 +18,7 @@ class ConfigError(TlsRptError):
 class DatagramRejected(TlsRptError):
     """A datagram is not a valid libtlsrpt protocol-v1 datagram.
 
-    ``reason`` is one of :data:`tlsrpt_reporter.wire.REJECT_REASONS`, used as a counter name.
+    ``reason`` is one of :data:`tlsrpt_reporter.wire.decode.REJECT_REASONS`, used as a counter name.
     """
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -56,9 +56,13 @@ from httpsserver import HttpsTestServer
 from smtpserver import SmtpServer
 
 from rigs import trixie
-from tlsrpt_reporter import commands, reporter_config, schedule, state, store
-from tlsrpt_reporter import config as configmod
+from tlsrpt_reporter.cli import commands
+from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.config import reporter as reporter_config
 from tlsrpt_reporter.deliver import dkim
+from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import reports as state
 
 SUBMITTER = "rig-sender.test"
 RUA_DOMAIN = "reports.test"

@@ -17,7 +17,7 @@ import ssl
 import httpx
 
 from tlsrpt_reporter.deliver import dkim, https, mail, smtp
-from tlsrpt_reporter.dns import DnsError
+from tlsrpt_reporter.deliver.resolver import DnsError
 
 KINDS = (
     "dns",  # the destination's host, MX or address could not be looked up

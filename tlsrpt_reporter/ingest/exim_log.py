@@ -22,9 +22,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tlsrpt_reporter.logpostfix import PROGRAM
-from tlsrpt_reporter.logsession import LogSession, reason_code, recipient_domain, verify_result
-from tlsrpt_reporter.logtime import EXIM_TIME
+from tlsrpt_reporter.ingest.log_session import (
+    LogSession,
+    reason_code,
+    recipient_domain,
+    verify_result,
+)
+from tlsrpt_reporter.ingest.log_time import EXIM_TIME
+from tlsrpt_reporter.ingest.postfix_log import PROGRAM
 
 _PID = re.compile(r"\[\d+\] ")
 # Message ids: 4.96 and older "1rABCd-000Abc-Xy", 4.97 and newer "1rABCd-000000000Abc-XyZw".

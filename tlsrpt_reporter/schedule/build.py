@@ -19,8 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsrpt_reporter import report, schema, sources, state
-from tlsrpt_reporter.reporter_config import ReporterConfig
+from tlsrpt_reporter.config.reporter import ReporterConfig
+from tlsrpt_reporter.report import document as report
+from tlsrpt_reporter.report import schema, sources
+from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
 

@@ -14,18 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tlsrpt_reporter import (
-    check_record,
-    commands,
-    demo,
-    ingest,
-    inspect_report,
-    logs,
-    replay,
-    store,
-)
-from tlsrpt_reporter import config as configmod
+from tlsrpt_reporter import logs
+from tlsrpt_reporter.cli import check_record, commands
+from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.demo import run as demo
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.ingest import logfile as ingest
+from tlsrpt_reporter.ingest import replay
+from tlsrpt_reporter.report import inspect as inspect_report
+from tlsrpt_reporter.store import collected as store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tlsrpt_reporter import state
+from tlsrpt_reporter.config.reporter import ReporterConfig
 from tlsrpt_reporter.deliver import dkim, error_kinds, https, mail, smtp
-from tlsrpt_reporter.dns import Resolver
-from tlsrpt_reporter.record import RecordError, parse_record
-from tlsrpt_reporter.reporter_config import ReporterConfig
-from tlsrpt_reporter.schedule import Progress, backoff
+from tlsrpt_reporter.deliver.record import RecordError, parse_record
+from tlsrpt_reporter.deliver.resolver import Resolver
+from tlsrpt_reporter.schedule.build import Progress, backoff
+from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
 

@@ -1,13 +1,13 @@
 """``check-record``: lint a domain's ``_smtp._tls`` record the way a report sender would use it.
 
 This module owns the verdict on one domain's TLSRPT setup: how many TLSRPT records DNS holds
-(RFC 8460 §3: exactly one), whether the record parses (:mod:`tlsrpt_reporter.record`), and
+(RFC 8460 §3: exactly one), whether the record parses (:mod:`tlsrpt_reporter.deliver.record`), and
 whether each ``rua`` can take a report: an ``https:`` host must resolve to addresses the sender
 may use (the SSRF rules of :mod:`tlsrpt_reporter.deliver.https`) and answer over TLS with a
 valid certificate; a ``mailto:`` domain must accept mail (MX, or A/AAAA per RFC 5321 §5.1, and
 no null MX, RFC 7505). Every observation is a :class:`Finding`: ``ok``, ``warning`` or ``error``.
 
-DNS goes through :class:`tlsrpt_reporter.dns.Resolver` and the TLS look through
+DNS goes through :class:`tlsrpt_reporter.deliver.resolver.Resolver` and the TLS look through
 :mod:`tlsrpt_reporter.deliver.https_probe`; the judging functions are pure. It must never send a
 report, and never connect to an address the sender itself would refuse.
 """
@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter import reporter_config
+from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.config import reporter as reporter_config
 from tlsrpt_reporter.deliver import https_probe
 from tlsrpt_reporter.deliver.https import (
     ForbiddenAddress,
@@ -34,10 +34,10 @@ from tlsrpt_reporter.deliver.https import (
     parse_report_url,
     split_addresses,
 )
-from tlsrpt_reporter.dns import DnsSettings, DnsTemporaryError, Resolver
+from tlsrpt_reporter.deliver.record import RecordError, ReportURI, is_tlsrpt_record, parse_record
+from tlsrpt_reporter.deliver.resolver import DnsSettings, DnsTemporaryError, Resolver
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
-from tlsrpt_reporter.record import RecordError, ReportURI, is_tlsrpt_record, parse_record
 
 Level = Literal["ok", "warning", "error"]
 Probe = Callable[[ReportUrl, IPAddress, HttpsSettings, float], Awaitable[https_probe.ProbeResult]]

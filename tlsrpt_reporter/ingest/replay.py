@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tlsrpt_reporter import store
-from tlsrpt_reporter.aggregate import Aggregate
 from tlsrpt_reporter.errors import DatagramRejected, TlsRptError
-from tlsrpt_reporter.sender import MTA_LIKE_SNDBUF, DatagramSender
-from tlsrpt_reporter.wire import CachingDecoder
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.wire.aggregate import Aggregate
+from tlsrpt_reporter.wire.decode import CachingDecoder
+from tlsrpt_reporter.wire.encode import MTA_LIKE_SNDBUF, DatagramSender
 
 _WAIT_STEP = 0.0005
 

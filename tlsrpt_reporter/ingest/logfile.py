@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tlsrpt_reporter import store
 from tlsrpt_reporter.errors import TlsRptError
-from tlsrpt_reporter.logexim import EximAdapter
-from tlsrpt_reporter.logpostfix import PostfixAdapter
-from tlsrpt_reporter.logsession import LogSession
-from tlsrpt_reporter.logtime import LineClock, YearGuess, zone
-from tlsrpt_reporter.replay import Folder
+from tlsrpt_reporter.ingest.exim_log import EximAdapter
+from tlsrpt_reporter.ingest.log_session import LogSession
+from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
+from tlsrpt_reporter.ingest.postfix_log import PostfixAdapter
+from tlsrpt_reporter.ingest.replay import Folder
+from tlsrpt_reporter.store import collected as store
 
-log = logging.getLogger("tlsrpt_reporter.ingest")
+log = logging.getLogger("tlsrpt_reporter.ingest.logfile")
 
 FORMATS = ("postfix", "exim")
 _BATCH_LINES = 50_000

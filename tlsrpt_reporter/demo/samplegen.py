@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from tlsrpt_reporter.sender import datagram
+from tlsrpt_reporter.wire.encode import datagram
 
 _SENDING_IPS = ("192.0.2.10", "192.0.2.11", "2001:db8::25")
 # (wire code, reason code) per policy type, as Postfix produces them.
@@ -98,7 +98,7 @@ SAMPLE_SESSIONS = 3000
 
 def main(argv: list[str] | None = None) -> int:
     """Write the bundled sample (or another seed/size) as JSON lines to standard output."""
-    p = argparse.ArgumentParser(prog="python -m tlsrpt_reporter.samplegen")
+    p = argparse.ArgumentParser(prog="python -m tlsrpt_reporter.demo.samplegen")
     p.add_argument("--seed", type=int, default=SAMPLE_SEED)
     p.add_argument("--domains", type=int, default=SAMPLE_DOMAINS)
     p.add_argument("--sessions", type=int, default=SAMPLE_SESSIONS)

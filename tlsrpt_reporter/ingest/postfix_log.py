@@ -22,7 +22,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tlsrpt_reporter.logsession import LogSession, reason_code, recipient_domain, verify_result
+from tlsrpt_reporter.ingest.log_session import (
+    LogSession,
+    reason_code,
+    recipient_domain,
+    verify_result,
+)
 
 # "host prog[pid]: " (the host is missing in Postfix's own maillog_file)
 PROGRAM = re.compile(r"(?:(\S+) )??([^\s\[\]]+)\[(\d+)\]: ")

@@ -5,7 +5,7 @@ record (RFC 8460 §3), the A/AAAA addresses of an HTTPS rua host, the MX hosts o
 domain, and plain TXT (DKIM key records). It turns dnspython's outcomes into the distinction the
 callers need: "there is nothing" (NXDOMAIN, NODATA) is an answer, while SERVFAIL, timeouts and
 unreachable servers are temporary and mean "ask again later". It must not parse the records
-(tlsrpt_reporter.record does) nor decide where reports go.
+(tlsrpt_reporter.deliver.record does) nor decide where reports go.
 
 Names are queried as absolute names: no search list, no ndots, whatever resolv.conf says.
 """
@@ -30,9 +30,9 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
+from tlsrpt_reporter.deliver.record import is_tlsrpt_record, select_record
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
-from tlsrpt_reporter.record import is_tlsrpt_record, select_record
 
 log = logging.getLogger("tlsrpt-reporter")
 

@@ -17,13 +17,15 @@ import dkim as dkimpy
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tlsrpt_reporter import schedule, sources, state
+from tlsrpt_reporter.config.reporter import DkimConfig, MailConfig, ReporterConfig
 from tlsrpt_reporter.deliver import dkim, https
-from tlsrpt_reporter.demo_sinks import HttpsSink, SmtpSink
-from tlsrpt_reporter.dns import Resolver
-from tlsrpt_reporter.record import RecordError, parse_record
-from tlsrpt_reporter.reporter_config import DkimConfig, MailConfig, ReporterConfig
-from tlsrpt_reporter.sending import Sender
+from tlsrpt_reporter.deliver.record import RecordError, parse_record
+from tlsrpt_reporter.deliver.resolver import Resolver
+from tlsrpt_reporter.deliver.sender import Sender
+from tlsrpt_reporter.demo.sinks import HttpsSink, SmtpSink
+from tlsrpt_reporter.report import sources
+from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store import reports as state
 
 SUBMITTER = "demo.example"
 _LOOPBACK = ipaddress.ip_address("127.0.0.1")

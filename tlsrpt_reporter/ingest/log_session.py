@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlsrpt_reporter.domain import normalize_domain
-from tlsrpt_reporter.sender import datagram
-from tlsrpt_reporter.wire import RESULT_CODES
+from tlsrpt_reporter.wire.decode import RESULT_CODES
+from tlsrpt_reporter.wire.encode import datagram
 
 _CODE_OF = {name: code for code, name in RESULT_CODES.items()}
 _POLICY_CODE = {"tlsa": 1, "sts": 2, "no-policy-found": 9}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 
-from tlsrpt_reporter import state
 from tlsrpt_reporter.deliver import error_kinds
 from tlsrpt_reporter.exposition import Family, Sample, gauge
+from tlsrpt_reporter.store import reports as state
 
 PREFIX = "tlsrpt_reporter_"
 # Delivery states whose last attempt failed; a sent delivery's old error is history.

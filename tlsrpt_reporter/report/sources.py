@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsrpt_reporter import store
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.model import DETAIL_FIELDS, POLICY_TYPES, RESULT_TYPES
+from tlsrpt_reporter.store import collected as store
 
 CMD_PREFIX = "cmd:"
 # A command source cannot list its days: these finished days are asked for (one empty

@@ -21,22 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter import (
-    bulk_sign,
-    exposition,
-    logs,
-    reporter_config,
-    schedule,
-    sources,
-    state,
-    status_metrics,
-)
-from tlsrpt_reporter import config as configmod
-from tlsrpt_reporter.deliver import dkim, https
-from tlsrpt_reporter.dns import DnsSettings, Resolver
+from tlsrpt_reporter import exposition, logs
+from tlsrpt_reporter.cli import status_metrics
+from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.config import reporter as reporter_config
+from tlsrpt_reporter.deliver import bulk_sign, dkim, https
+from tlsrpt_reporter.deliver.record import RecordError, parse_record
+from tlsrpt_reporter.deliver.resolver import DnsSettings, Resolver
+from tlsrpt_reporter.deliver.sender import Sender
 from tlsrpt_reporter.errors import ConfigError, TlsRptError, os_fix
-from tlsrpt_reporter.record import RecordError, parse_record
-from tlsrpt_reporter.sending import Sender
+from tlsrpt_reporter.report import sources
+from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
 

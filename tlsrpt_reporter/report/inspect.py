@@ -2,9 +2,9 @@
 
 This module owns the command's verdict and its text: every schema violation with its JSON path,
 then the report as tables (who, when, each policy, each failure detail) and, for each result type
-present, its likely cause and fix (:mod:`tlsrpt_reporter.result_types`). Reading the file's
-bytes into a report is :mod:`tlsrpt_reporter.report_file`'s job; validation is the project's
-own schema (:mod:`tlsrpt_reporter.schema`), the one our reports must meet, which is stricter
+present, its likely cause and fix (:mod:`tlsrpt_reporter.report.result_types`). Reading the file's
+bytes into a report is :mod:`tlsrpt_reporter.report.reading`'s job; validation is the project's
+own schema (:mod:`tlsrpt_reporter.report.schema`), the one our reports must meet, which is stricter
 than RFC 8460 in places (UTC ``Z`` times, arrays for ``mx-host``).
 
 Rendering is pure and tolerates any shape: a received report is untrusted input, so every value
@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter import report_file, schema
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
-from tlsrpt_reporter.result_types import ADVICE
+from tlsrpt_reporter.report import reading as report_file
+from tlsrpt_reporter.report import schema
+from tlsrpt_reporter.report.result_types import ADVICE
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 # A compressed report or mail bigger than this is refused unread (the JSON limit is

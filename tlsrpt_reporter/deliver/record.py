@@ -1,8 +1,8 @@
 """The TLSRPT TXT record at ``_smtp._tls.<domain>``: choosing it and parsing it (RFC 8460 §3).
 
 This module owns the record grammar and the vetting of each ``rua`` URI. It is pure: it never
-queries DNS (tlsrpt_reporter.dns does, and hands over the TXT strings), never resolves an HTTPS
-host and never sends anything. Its output is the list of destinations a report may go to plus
+queries DNS (``deliver.resolver`` does, and hands over the TXT strings), never resolves an
+HTTPS host and never sends anything. Its output is the list of destinations a report may go to plus
 human-readable notes about the rua entries it refused, for the log.
 
 Deliberate readings where the RFC leaves room, so that a reader can check them in one place:

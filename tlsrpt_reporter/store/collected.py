@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter.aggregate import Aggregate, PolicyKey
 from tlsrpt_reporter.errors import StoreError, os_fix
 from tlsrpt_reporter.model import FailureDetail, Policy
+from tlsrpt_reporter.wire.aggregate import Aggregate, PolicyKey
 
 SCHEMA_VERSION = 1
 

@@ -10,10 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsrpt_reporter import sources
-from tlsrpt_reporter.config import Config
+from tlsrpt_reporter.config.loader import Config
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
+from tlsrpt_reporter.report import sources
 
 RECORD_SOURCES = ("datagram", "dns")
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter import store
 from tlsrpt_reporter.errors import StoreError, TlsRptError
+from tlsrpt_reporter.store import collected as store
 
 SCHEMA_VERSION = 2
 
