@@ -12,13 +12,13 @@ Each command runs in its own process on a fresh database; its wall time and peak
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness.measure import machine_lines, timed
 
 from tlsrpt_reporter.demo import samplegen
 from tlsrpt_reporter.store import collected as store
@@ -100,21 +100,6 @@ def write_postfix_log(path: Path, lines: int) -> tuple[int, int]:
     return sessions, failed
 
 
-def timed(cmd: list[str], work: Path) -> tuple[float, float, str]:
-    """Run ``cmd``; (wall seconds, its own peak RSS in MiB, its stdout)."""
-    out_path, err_path = work / "out.txt", work / "err.txt"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix in earlier runs).
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed: {err_path.read_text().strip()}")
-    return wall, usage.ru_maxrss / 1024, out_path.read_text()
-
-
 def totals(db: Path) -> tuple[int, int]:
     """(successful, failed) sessions stored for DAY."""
     conn = store.connect(db, create=False)
@@ -135,7 +120,7 @@ def main() -> int:
     p.add_argument("--lines", type=int, default=1_000_000, help="Postfix log size")
     args = p.parse_args()
     cli = [sys.executable, "-m", "tlsrpt_reporter.cli"]
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    print("\n".join(machine_lines()))
     with tempfile.TemporaryDirectory(prefix="tlsrpt-bench-") as tmp:
         work = Path(tmp)
         sessions_log = work / "sessions.jsonl"

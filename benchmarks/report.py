@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from harness.measure import machine_lines, own_peak_rss_mib
 
-from tlsrpt_reporter.config.reporter import ReporterConfig
+from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.deliver import bulk_sign, dkim, mail
 from tlsrpt_reporter.demo.samplegen import sessions
 from tlsrpt_reporter.report import sources
@@ -34,18 +33,13 @@ DAY = "2026-03-01"
 TARGET_SECONDS = 120.0
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> int:
     """Run the benchmark and print its figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--domains", type=int, default=10_000)
     p.add_argument("--sessions", type=int, default=200_000)
     args = p.parse_args()
-    print(f"CPUs: {os.cpu_count()}, Python {sys.version.split()[0]}")
+    print("\n".join(machine_lines()))
     with tempfile.TemporaryDirectory(prefix="tlsrpt-report-bench-") as tmp:
         db = Path(tmp) / "collectd.sqlite"
         started = time.perf_counter()
@@ -99,7 +93,7 @@ def main() -> int:
         print(f"compose + RSA-2048 DKIM-sign {n:,} mails on {cores} cores: {t3 - t2:.2f} s "
               f"({n / (t3 - t2):,.0f}/s, {signed / n / 1024:.1f} KiB each)")  # fmt: skip
         print(f"total: {total:.1f} s for {n:,} domains = {n / total:,.0f} reports/s; "
-              f"peak RSS {peak_rss_mib():.0f} MiB")  # fmt: skip
+              f"peak RSS {own_peak_rss_mib():.0f} MiB")  # fmt: skip
         if n >= 10_000 and total > TARGET_SECONDS:
             print(f"TARGET MISSED: {total:.0f} s > {TARGET_SECONDS:.0f} s for {n:,} domains")
         elif n >= 10_000:

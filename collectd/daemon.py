@@ -41,9 +41,12 @@ from tlsrpt_collectd.receiver import (
     Senders,
 )
 from tlsrpt_reporter import logs
-from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.config import check as config_check
+from tlsrpt_reporter.config.load import DEFAULT_CONFIG_PATH
+from tlsrpt_reporter.config.schema import CollectdConfig
 from tlsrpt_reporter.errors import CollectorError, ConfigError, DatagramRejected, StoreError
 from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import collected_async as store_async
 from tlsrpt_reporter.wire.aggregate import C_DROPPED_MEMORY, Aggregate
 from tlsrpt_reporter.wire.decode import CachingDecoder
 
@@ -83,7 +86,7 @@ class Collector:
     (:func:`listener.resolve_senders`); None lets in every writer the socket's permissions do.
     """
 
-    def __init__(self, cfg: configmod.CollectdConfig, senders: Senders | None = None) -> None:
+    def __init__(self, cfg: CollectdConfig, senders: Senders | None = None) -> None:
         self.cfg = cfg
         self.senders = senders
         self.agg = Aggregate(max_keys=cfg.max_pending_keys)
@@ -314,7 +317,7 @@ class Collector:
         # receive process buffers what arrives meanwhile.
         self._reading(False)
         try:
-            await _write(db, batch)
+            await store_async.write(db, batch)
         except sqlite3.Error as exc:
             self.agg.reserved = 0
             self.agg.merge(taken)
@@ -353,13 +356,8 @@ class Collector:
     async def _prune(self, db: aiosqlite.Connection) -> None:
         before = utc_day(time.time() - self.cfg.retention_days * 86400)
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            for sql in store.PRUNE:
-                await db.execute(sql, (before,))
-            await db.execute("COMMIT")
+            await store_async.prune(db, before)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
             log.warning("retention: could not delete days before %s: %s", before, exc)
 
     async def _flush_loop(self, db: aiosqlite.Connection) -> None:
@@ -493,10 +491,8 @@ class Collector:
         assert self._eof is not None
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop, signum)
-        db = await aiosqlite.connect(self.cfg.db, isolation_level=None)
+        db = await store_async.connect(self.cfg.db)
         try:
-            await db.execute("PRAGMA busy_timeout = 200")
-            await db.execute("PRAGMA cache_size = -8192")  # see store.migrate
             await self._prune(db)
             self._spawn_receiver(sock_fd)
             _yield_to_receiver()
@@ -539,19 +535,6 @@ class Collector:
         await self._write_metrics_last()
         log.info("stopped: %s", self.counters.summary())
         return 0
-
-
-async def _write(db: aiosqlite.Connection, batch: store.WriteBatch) -> None:
-    """Apply one batch in one transaction (all of it or nothing)."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        for sql, rows in batch.statements:
-            await db.executemany(sql, rows)
-        await db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            await db.execute("ROLLBACK")
-        raise
 
 
 def _sd_notify(message: bytes) -> None:
@@ -603,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tlsrpt-collectd",
         description="Collect SMTP TLS outcomes from libtlsrpt datagrams into SQLite.",
     )
-    p.add_argument("--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("--config", help=f"TOML file (default {DEFAULT_CONFIG_PATH})")
     p.add_argument("--socket", help="Unix datagram socket path (collectd.socket)")
     p.add_argument("--db", help="SQLite database path (collectd.db)")
     p.add_argument("--log-level", help="debug, info, warning or error (collectd.log_level)")
@@ -612,10 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_config(args: argparse.Namespace) -> configmod.CollectdConfig:
+def load_config(args: argparse.Namespace) -> CollectdConfig:
     """The [collectd] config with command-line overrides applied (ConfigError when bad)."""
-    cfg = configmod.override_collectd(
-        configmod.load(args.config).collectd,
+    cfg = config_check.collectd_config(
+        args.config,
         socket=args.socket,
         db=args.db,
         log_level=args.log_level,
@@ -636,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tlsrpt-collectd: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"tlsrpt-collectd: configuration OK (socket {cfg.socket}, database {cfg.db})")
+        print(f"tlsrpt-collectd: {config_check.collectd_verdict(cfg)}")
         return 0
     logs.setup("tlsrpt-collectd", cfg.log_level)
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tlsrpt_collectd.receiver import Senders
-from tlsrpt_reporter.config.loader import CollectdConfig
+from tlsrpt_reporter.config.schema import CollectdConfig
 from tlsrpt_reporter.errors import CollectorError, ConfigError, os_fix
 
 _SD_LISTEN_FDS_START = 3

@@ -1,4 +1,4 @@
-"""Tests of the in-memory aggregate against PROTOCOL.md "How one datagram counts"."""
+"""Tests of the in-memory aggregate (docs/protocol.md, "How a datagram counts")."""
 
 from __future__ import annotations
 

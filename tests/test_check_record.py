@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from collections.abc import Iterator
@@ -13,9 +14,11 @@ from dnsserver import DnsServer
 from httpsserver import HttpsTestServer
 
 from tlsrpt_reporter import cli
-from tlsrpt_reporter.cli.check_record import judge_probe, lint_txt
-from tlsrpt_reporter.deliver.https import HttpsSettings
+from tlsrpt_reporter.cli.check_record import judge_mail_hosts, judge_mx, judge_probe, lint_txt
+from tlsrpt_reporter.config.schema import HttpsSettings
 from tlsrpt_reporter.deliver.https_probe import ProbeResult
+from tlsrpt_reporter.deliver.record import ReportURI
+from tlsrpt_reporter.deliver.resolver import MxRecords
 
 
 def txt(text: str) -> tuple[str, str]:
@@ -339,3 +342,35 @@ def test_other_txt_records_are_ignored_when_counting() -> None:
     )
     assert record == "v=TLSRPTv1; rua=mailto:a@b.example"
     assert [f.level for f in findings] == ["ok"]
+
+
+# --- the mailto judgments, pure: no DNS server needed ---------------------------------------
+
+MAILTO = ReportURI("mailto", "tlsrpt@example.org")
+
+
+def test_judge_mx_a_null_mx_alone_means_no_mail_at_all() -> None:
+    hosts, findings = judge_mx(MAILTO, MxRecords("ok", ((0, ""),)))
+    assert hosts is None
+    assert [f.level for f in findings] == ["error"] and "RFC 7505" in findings[0].text
+
+
+def test_judge_mx_nxdomain_is_an_error_and_no_mx_means_the_domain_itself() -> None:
+    assert judge_mx(MAILTO, MxRecords("nxdomain", ()))[0] is None
+    assert judge_mx(MAILTO, MxRecords("nodata", ())) == (["example.org"], [])
+
+
+def test_judge_mx_a_null_mx_beside_real_ones_is_a_warning_and_ignored() -> None:
+    hosts, findings = judge_mx(MAILTO, MxRecords("ok", ((0, ""), (10, "mx.example.org"))))
+    assert hosts == ["mx.example.org"]
+    assert [f.level for f in findings] == ["warning"]
+
+
+def test_judge_mail_hosts_needs_one_host_with_an_address() -> None:
+    addr = ipaddress.ip_address("192.0.2.25")
+    ok, finding = judge_mail_hosts(MAILTO, ["a", "b"], [None, [addr]], implicit=False)
+    assert ok and finding.level == "ok" and "a (DNS lookup failed)" in finding.text
+    bad, finding = judge_mail_hosts(MAILTO, ["a"], [[]], implicit=False)
+    assert not bad and finding.level == "error"
+    bad, finding = judge_mail_hosts(MAILTO, ["example.org"], [[]], implicit=True)
+    assert not bad and "no MX and no A/AAAA" in finding.text

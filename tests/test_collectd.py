@@ -348,7 +348,9 @@ def test_full_disk_keeps_collecting_and_catches_up_when_space_returns(
         send_all(c.socket, [ok("before.example")])
         c.wait_for_counter("accepted", 1)
         filler = disk / "filler"
-        with filler.open("wb") as fh:
+        # Unbuffered: a buffered file keeps what the last write could not place and fails
+        # again when closed, depending on how much room the database left.
+        with filler.open("wb", buffering=0) as fh:
             try:
                 while True:
                     fh.write(b"\0" * 65536)

@@ -22,7 +22,7 @@ from test_collectd import ok
 from tlsrpt_collectd.daemon import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.daemon import Collector as Daemon
 from tlsrpt_collectd.receiver import Receiver
-from tlsrpt_reporter.config import loader as config
+from tlsrpt_reporter.config.schema import CollectdConfig
 from tlsrpt_reporter.store import collected as store
 
 MakeCollector = Callable[..., Collector]
@@ -231,7 +231,7 @@ def test_counts_on_both_sides_of_utc_midnight_land_on_their_own_days(tmp_path: P
     frames = os.read(read_fd, 1 << 20)
     db = tmp_path / "c.sqlite"
     store.connect(db).close()
-    daemon = Daemon(config.CollectdConfig(db=str(db)))
+    daemon = Daemon(CollectdConfig(db=str(db)))
     daemon._buf += frames
     daemon._consume()
 

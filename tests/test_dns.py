@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from dnsserver import DnsServer
 
+from tlsrpt_reporter.config.schema import DnsSettings
 from tlsrpt_reporter.deliver.resolver import (
     DnsError,
-    DnsSettings,
     DnsTemporaryError,
     LookupResult,
     Resolver,
 )
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.errors import TlsRptError
 
 TIMEOUT = 0.5
 RECORD = "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"
@@ -346,47 +346,6 @@ def test_txt_several_records_is_an_error(server: DnsServer, resolver: Resolver) 
     server.zone = {"sel._domainkey.example.com": [txt("one"), txt("two")]}
     with pytest.raises(DnsError, match="2 TXT records"):
         asyncio.run(resolver.txt("sel._domainkey.example.com"))
-
-
-# --- configuration ------------------------------------------------------------------------------
-
-
-def test_settings_defaults() -> None:
-    assert DnsSettings.from_table({}) == DnsSettings(nameservers=(), port=53, timeout=5.0)
-
-
-def test_settings_from_table() -> None:
-    settings = DnsSettings.from_table(
-        {"nameservers": ["192.0.2.53", "2001:DB8::53"], "port": 5353, "timeout": 2}
-    )
-    assert settings == DnsSettings(("192.0.2.53", "2001:db8::53"), 5353, 2.0)
-    assert isinstance(settings.timeout, float)
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        ({"nameservers": "192.0.2.53"}, "dns.nameservers must be a list of IP addresses"),
-        ({"nameservers": ["ns.example.com"]}, "dns.nameservers must hold IP addresses"),
-        ({"nameservers": [1]}, "dns.nameservers must hold IP addresses"),
-        ({"port": "53"}, "dns.port must be a whole number between 1 and 65535, got '53'"),
-        ({"port": True}, "dns.port must be a whole number between 1 and 65535, got True"),
-        ({"port": 0}, "dns.port must be a whole number between 1 and 65535, got 0"),
-        ({"port": 65536}, "dns.port must be a whole number between 1 and 65535, got 65536"),
-        ({"port": 53.0}, "dns.port must be a whole number between 1 and 65535, got 53.0"),
-        ({"timeout": "5"}, "dns.timeout must be a number of seconds, got '5'"),
-        ({"timeout": False}, "dns.timeout must be a number of seconds, got False"),
-        ({"timeout": 0}, "dns.timeout must be more than 0 and at most 300 seconds, got 0"),
-        ({"timeout": -1}, "dns.timeout must be more than 0 and at most 300 seconds, got -1"),
-        ({"timeout": float("nan")}, "dns.timeout must be more than 0 and at most 300 seconds"),
-        ({"timeout": 1e9}, "dns.timeout must be more than 0 and at most 300 seconds"),
-        ({"resolver": "x"}, "unknown key dns.resolver; known keys: nameservers, port, timeout"),
-    ],
-)
-def test_settings_errors_name_the_key(table: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        DnsSettings.from_table(table)
-    assert message in str(info.value)
 
 
 def test_system_configuration_is_used_when_no_nameserver_is_set(

@@ -21,18 +21,18 @@ import pytest
 import trustme
 from httpsserver import HttpsTestServer, Reply
 
+from tlsrpt_reporter.config.schema import HttpsSettings
 from tlsrpt_reporter.deliver.https import (
     CONTENT_TYPE,
-    DeliveryError,
     ForbiddenAddress,
-    HttpsSettings,
+    HttpsDeliveryError,
     InvalidReportUrl,
     IPAddress,
     PostResult,
     check_address,
     post_report,
 )
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.errors import TlsRptError
 
 BODY = gzip.compress(json.dumps({"report-id": "r1@example.net", "policies": []}).encode(), mtime=0)
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -104,7 +104,7 @@ def test_default_port_is_443_and_left_out_of_host(tmp_path: Path) -> None:
 def test_certificate_for_another_name_fails_retryably(
     server: HttpsTestServer, settings: HttpsSettings
 ) -> None:
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(name="other.test"), settings, Zone(["127.0.0.1"]))
     assert not info.value.permanent
     assert "certificate" in str(info.value).lower()
@@ -117,7 +117,7 @@ def test_certificate_from_untrusted_ca_fails(
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), replace(settings, ca_file=str(other_ca)), Zone(["127.0.0.1"]))
     assert "certificate" in str(info.value).lower()
     assert server.requests == []
@@ -126,7 +126,7 @@ def test_certificate_from_untrusted_ca_fails(
 def test_system_store_does_not_trust_a_private_ca(
     server: HttpsTestServer, settings: HttpsSettings
 ) -> None:
-    with pytest.raises(DeliveryError):
+    with pytest.raises(HttpsDeliveryError):
         post(server.url(), replace(settings, ca_file=None), Zone(["127.0.0.1"]))
     assert server.requests == []
 
@@ -232,7 +232,7 @@ def test_next_checked_address_is_tried_when_one_refuses_connections(
 def test_no_listener_is_a_retryable_failure_naming_the_address(
     server: HttpsTestServer, settings: HttpsSettings
 ) -> None:
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), settings, Zone(["127.0.0.2"]))
     assert not info.value.permanent
     assert info.value.address == "127.0.0.2"
@@ -243,7 +243,7 @@ def test_server_error_is_a_retryable_failure(
     server: HttpsTestServer, settings: HttpsSettings
 ) -> None:
     server.script(Reply(500, body=b"database down"))
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), settings, Zone(["127.0.0.1"]))
     assert not info.value.permanent
     assert info.value.status == 500
@@ -258,7 +258,7 @@ def test_retry_after_server_error_delivers_the_same_bytes(
     # RFC 8460 §5.5: the caller retries; the second attempt is a fresh, complete POST.
     server.script(Reply(500), Reply(201, body=b""))
     zone = Zone(["127.0.0.1"])
-    with pytest.raises(DeliveryError):
+    with pytest.raises(HttpsDeliveryError):
         post(server.url(), settings, zone)
     result = post(server.url(), settings, zone)
     assert result.status == 201
@@ -267,7 +267,7 @@ def test_retry_after_server_error_delivers_the_same_bytes(
 
 def test_client_error_is_retryable_too(server: HttpsTestServer, settings: HttpsSettings) -> None:
     server.script(Reply(413, body=b"too large"))
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), settings, Zone(["127.0.0.1"]))
     assert (info.value.status, info.value.permanent) == (413, False)
 
@@ -276,7 +276,7 @@ def test_redirect_is_a_failure_and_not_followed(
     server: HttpsTestServer, settings: HttpsSettings
 ) -> None:
     server.script(Reply(302, headers={"Location": server.url("/elsewhere")}))
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), settings, Zone(["127.0.0.1"]))
     assert info.value.status == 302
     assert not info.value.permanent
@@ -289,7 +289,7 @@ def test_slow_server_times_out_within_the_configured_bound(
 ) -> None:
     server.script(Reply(delay=10.0))
     started = time.monotonic()
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), replace(settings, timeout=0.5), Zone(["127.0.0.1"]))
     elapsed = time.monotonic() - started
     assert 0.4 < elapsed < 3.0
@@ -303,7 +303,7 @@ def test_trickling_server_is_cut_off_by_the_total_deadline(
     # Every byte arrives well within the read timeout; only the whole-exchange bound stops it.
     server.script(Reply(filler=1000, trickle=0.1))
     started = time.monotonic()
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post(server.url(), replace(settings, timeout=0.5), Zone(["127.0.0.1"]))
     elapsed = time.monotonic() - started
     assert 1.4 < elapsed < 3.0
@@ -352,10 +352,10 @@ def test_resolver_failure_and_empty_answer_are_retryable() -> None:
     async def failing(name: str) -> list[IPAddress]:
         raise TlsRptError(f"SERVFAIL for {name}")
 
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         asyncio.run(post_report("https://reports.test/v1", BODY, HttpsSettings(), failing))
     assert not info.value.permanent and "SERVFAIL" in str(info.value)
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(HttpsDeliveryError) as info:
         post("https://reports.test/v1", HttpsSettings(), Zone([]))
     assert not info.value.permanent and "no address" in str(info.value)
 
@@ -391,36 +391,3 @@ def test_allow_private_admits_only_its_networks() -> None:
     check_address(ipaddress.ip_address("::ffff:10.20.1.2"), settings)
     with pytest.raises(ForbiddenAddress):
         check_address(ipaddress.ip_address("10.21.1.2"), settings)
-
-
-def test_settings_from_table() -> None:
-    settings = HttpsSettings.from_table(
-        {"timeout": 12, "allow_private": ["127.0.0.0/8", "fd00::/8"], "verify_certificates": False}
-    )
-    assert settings.timeout == 12.0
-    assert settings.allow_private == (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("fd00::/8"),
-    )
-    assert settings.verify_certificates is False
-    assert HttpsSettings.from_table({}) == HttpsSettings()
-
-
-@pytest.mark.parametrize(
-    ("table", "key"),
-    [
-        ({"timeout": 0}, "timeout"),
-        ({"timeout": True}, "timeout"),
-        ({"timeout": "30"}, "timeout"),
-        ({"allow_private": "127.0.0.0/8"}, "allow_private"),
-        ({"allow_private": ["127.0.0.1/8"]}, "allow_private"),
-        ({"allow_private": ["localhost"]}, "allow_private"),
-        ({"verify_certificates": "no"}, "verify_certificates"),
-        ({"max_response_bytes": -1}, "max_response_bytes"),
-        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file"),
-        ({"verify": True}, "verify"),
-    ],
-)
-def test_settings_from_table_names_the_bad_key(table: dict[str, object], key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"reporter\.https\.{key}\b"):
-        HttpsSettings.from_table(table)

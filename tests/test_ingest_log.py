@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,10 @@ from hypothesis import strategies as st
 from tlsrpt_reporter.ingest.exim_log import EximAdapter
 from tlsrpt_reporter.ingest.log_session import LogSession
 from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
-from tlsrpt_reporter.ingest.logfile import MAX_LINE, _Lines
+from tlsrpt_reporter.ingest.logfile import MAX_LINE, _Lines, _Tail
 from tlsrpt_reporter.ingest.postfix_log import PostfixAdapter
 from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import ingest_position as positions
 
 DAY = "2026-11-30"
 TS = "Nov 30 10:00:01"
@@ -356,7 +359,7 @@ def test_unknown_time_zone_is_a_usage_error(tmp_path: Path) -> None:
     log.write_text("")
     r = cli("ingest-log", "--format", "postfix", str(log), "--db", str(tmp_path / "db"),
             "--timezone", "Mars/Olympus")  # fmt: skip
-    assert r.returncode == 1
+    assert r.returncode == 2  # a bad command-line value: usage (docs/operating.md)
     assert "unknown time zone 'Mars/Olympus'" in r.stderr
 
 
@@ -373,8 +376,20 @@ def sample_lines(prefix: str, n: int, start: int = 0) -> list[str]:
     return out
 
 
-def stored(db: Path, day: str = DAY) -> dict[str, tuple[int, int]]:
+def schema_ready(db: Path) -> bool:
+    """The writer has created ``db`` and committed its schema. The file appears (and can be
+    read, at version 0) before that: a reader polling a starting ingest-log must wait."""
     if not db.exists():
+        return False
+    probe = sqlite3.connect(db)
+    try:
+        return int(probe.execute("PRAGMA user_version").fetchone()[0]) >= store.SCHEMA_VERSION
+    finally:
+        probe.close()
+
+
+def stored(db: Path, day: str = DAY) -> dict[str, tuple[int, int]]:
+    if not schema_ready(db):
         return {}
     conn = store.connect(db, create=False)
     try:
@@ -413,12 +428,13 @@ def test_follow_takes_exactly_one_file(tmp_path: Path) -> None:
     assert "--follow takes exactly one log file" in r.stderr
 
 
-def wait_for(check: Any, timeout: float = 30.0) -> None:
+def wait_for(check: Any, timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
-            return
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out; last value {value!r}")
         time.sleep(0.1)
@@ -426,15 +442,40 @@ def wait_for(check: Any, timeout: float = 30.0) -> None:
 
 class Follower:
     def __init__(self, log: Path, db: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tlsrpt_reporter.cli", "ingest-log", "--format", "postfix",
-             "--timezone", "UTC", "--follow", str(log), "--db", str(db), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        # Its log goes to a file the test can read while it runs (not next to the log: a
+        # name starting with mail.log would be a rotated copy to the follower).
+        fd, name = tempfile.mkstemp(prefix="follower-", suffix=".stderr", dir=db.parent)
+        self.stderr = Path(name)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tlsrpt_reporter.cli", "ingest-log", "--format",
+                 "postfix", "--timezone", "UTC", "--follow", str(log), "--db", str(db), *extra],
+                stdout=subprocess.PIPE, stderr=fd, text=True,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+
+    def logged(self, text: str) -> str:
+        """The first line of its log that contains ``text``, once it has been written."""
+
+        def line() -> str | None:
+            err = self.stderr.read_text()
+            found = next((x for x in err.splitlines() if text in x), None)
+            assert found is not None or self.proc.poll() is None, f"follower exited: {err}"
+            return found
+
+        found: str = wait_for(line)
+        return found
+
+    def following_from(self) -> int:
+        """The byte it started following at: it logs that once it has opened the file, its
+        SIGTERM handler installed (a SIGTERM before then kills it, exit status -15)."""
+        return int(self.logged(" from byte ").rsplit(" ", 1)[1])
 
     def stop(self) -> tuple[str, str]:
         self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
+        out, _ = self.proc.communicate(timeout=30)
+        err = self.stderr.read_text()
         assert self.proc.returncode == 0, err
         return out, err
 
@@ -454,6 +495,18 @@ def append(path: Path, lines: list[str]) -> None:
         fh.write("".join(line + "\n" for line in lines))
 
 
+def saved_offset(db: Path, log: Path) -> int | None:
+    """Where the follower of ``log`` saved its position (with the counts of its last flush)."""
+    if not schema_ready(db):
+        return None
+    conn = store.connect(db, create=False)
+    try:
+        saved = positions.load(conn, str(log))
+    finally:
+        conn.close()
+    return None if saved is None else saved.offset
+
+
 def test_follow_survives_rotation_truncation_and_restarts_counting_each_line_once(
     tmp_path: Path, follower: list[Follower]
 ) -> None:
@@ -463,9 +516,12 @@ def test_follow_survives_rotation_truncation_and_restarts_counting_each_line_onc
     follower.append(f)
     wait_for(lambda: stored(db).get("a.test") == (5, 0))
     # a half-written line is not read until it is complete
+    complete_line = tls(2000, "Verified", "mx.b.test", "192.0.2.1") + "\n"
+    end_of_complete = log.stat().st_size + len(complete_line.encode())
     with log.open("a") as fh:
-        fh.write(tls(2000, "Verified", "mx.b.test", "192.0.2.1") + "\n" + TS + " mta1 post")
-    time.sleep(1.0)
+        fh.write(complete_line + TS + " mta1 post")
+    # read: the position is saved past the complete line, the half line is held
+    wait_for(lambda: saved_offset(db, log) == end_of_complete)
     with log.open("a") as fh:
         fh.write("fix/smtp[2000]: Q9: to=<x@b.test>, relay=mx.b.test[192.0.2.1]:25, "
                  "delay=1, dsn=2.0.0, status=sent (250 Ok)\n")  # fmt: skip
@@ -495,7 +551,7 @@ def test_follow_survives_rotation_truncation_and_restarts_counting_each_line_onc
     # and once more with nothing new: nothing counted twice
     h = Follower(log, db)
     follower.append(h)
-    time.sleep(1.5)
+    assert h.following_from() == log.stat().st_size
     out, _ = h.stop()
     assert out.startswith("0 lines read, 0 sessions stored")
     assert stored(db) == {
@@ -511,7 +567,7 @@ def test_follow_from_end_skips_what_is_already_there(
     append(log, sample_lines("old", 3))
     f = Follower(log, db, "--from-end")
     follower.append(f)
-    time.sleep(1.0)
+    assert f.following_from() == log.stat().st_size
     append(log, sample_lines("new", 1))
     wait_for(lambda: stored(db).get("new.test") == (1, 0))
     f.stop()
@@ -588,3 +644,17 @@ def test_an_endless_line_is_cut_once_and_never_held_whole(tmp_path: Path) -> Non
     r = cli("ingest-log", "--format", "postfix", "--timezone", "UTC", str(log), "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert "line-too-long 1" in r.stdout and stored(db) == {"a.test": (2, 0)}
+
+
+def test_a_followed_file_is_read_to_its_end_past_an_endless_line(tmp_path: Path) -> None:
+    # A rotated file is finished by reading until nothing is left: a chunk in the middle of
+    # an over-long line completes no line, and must not pass for the end of the file.
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"first\n" + b"y" * (3 << 20) + b"\nafter\nlast")
+    tail = _Tail(str(log), 0)
+    try:
+        got = tail.rest()
+    finally:
+        tail.close()
+    assert [line[:5] for line in got] == [b"first", b"yyyyy", b"after", b"last"]
+    assert tail.offset == log.stat().st_size

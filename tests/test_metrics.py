@@ -205,11 +205,11 @@ def test_stored_error_texts_are_classified(text: str, kind: str) -> None:
 
 
 def test_exceptions_are_classified_by_status_reply_stage_and_cause() -> None:
-    assert error_kinds.of_exception(https.DeliveryError("x", status=502)) == "http-5xx"
+    assert error_kinds.of_exception(https.HttpsDeliveryError("x", status=502)) == "http-5xx"
     assert error_kinds.of_exception(https.ForbiddenAddress("x")) == "refused"
-    reply = smtp.DeliveryError("x", permanent=False, reply="421 4.7.0 later", stage="EHLO")
+    reply = smtp.SmtpDeliveryError("x", permanent=False, reply="421 4.7.0 later", stage="EHLO")
     assert error_kinds.of_exception(reply) == "smtp-4xx"
-    starttls = smtp.DeliveryError("x", permanent=False, stage="STARTTLS")
+    starttls = smtp.SmtpDeliveryError("x", permanent=False, stage="STARTTLS")
     assert error_kinds.of_exception(starttls) == "tls"
     for cause, kind in [
         (ssl.SSLCertVerificationError("bad cert"), "tls"),
@@ -223,7 +223,7 @@ def test_exceptions_are_classified_by_status_reply_stage_and_cause() -> None:
                 # A wrapper around the real cause, as httpx and aiosmtplib do.
                 raise RuntimeError("wrapped") from inner
         except RuntimeError as outer:
-            failed = https.DeliveryError("POST x: failed")
+            failed = https.HttpsDeliveryError("POST x: failed")
             failed.__cause__ = outer
             assert error_kinds.of_exception(failed) == kind, cause
     assert set(error_kinds.KINDS) >= {"dns", "smtp-5xx", "http-4xx", "other"}

@@ -24,7 +24,7 @@ from tlsrpt_collectd.receiver import (
     Receiver,
     Senders,
 )
-from tlsrpt_reporter.config.loader import CollectdConfig
+from tlsrpt_reporter.config.schema import CollectdConfig
 
 
 def frames(data: bytes) -> list[tuple[int, int, list[tuple[int, int, bytes]]]]:

@@ -13,7 +13,6 @@ from tlsrpt_reporter.deliver.record import (
     ReportURI,
     TlsRptRecord,
     is_tlsrpt_record,
-    normalize_record,
     parse_record,
     select_record,
 )
@@ -389,9 +388,8 @@ def test_parse_record_raises_only_record_error(text: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
-def test_select_and_normalize_never_raise(text: str) -> None:
+def test_select_never_raises(text: str) -> None:
     select_record([text, text + ";"])
-    assert normalize_record(normalize_record(text)) == normalize_record(text)
 
 
 _address = st.from_regex(r"[a-z0-9]{1,8}@[a-z]{1,8}\.(com|org|example)", fullmatch=True)
@@ -426,42 +424,6 @@ def _spelled_records(draw: st.DrawFn) -> tuple[str, str]:
 
 @settings(max_examples=200, deadline=None)
 @given(_spelled_records())
-def test_spellings_of_one_record_normalize_and_parse_alike(spellings: tuple[str, str]) -> None:
+def test_spellings_of_one_record_parse_alike(spellings: tuple[str, str]) -> None:
     compact, loose = spellings
-    assert normalize_record(compact) == normalize_record(loose)
-    assert parse_record(compact) == parse_record(loose) == parse_record(normalize_record(loose))
-
-
-# --- normalize_record ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("one", "other"),
-    [
-        ("v=TLSRPTv1;rua=mailto:a@b", "v=TLSRPTv1; rua=mailto:a@b;"),
-        ("v=TLSRPTv1;rua=mailto:a@b", "v=TLSRPTv1 ;\trua=mailto:a@b ; "),
-        ("v=TLSRPTv1;rua=mailto:a@b,https://c/", "v=TLSRPTv1; rua=mailto:a@b , https://c/;"),
-        ("v=TLSRPTv1;rua=mailto:a@b;x=1", "v=TLSRPTv1; rua=mailto:a@b; x=1;"),
-    ],
-)
-def test_normalize_equal_spellings(one: str, other: str) -> None:
-    assert normalize_record(one) == normalize_record(other)
-
-
-def test_normalize_canonical_form() -> None:
-    assert normalize_record("v=TLSRPTv1;rua=mailto:a@b , https://c/;x=1;") == (
-        "v=TLSRPTv1; rua=mailto:a@b,https://c/; x=1"
-    )
-
-
-@pytest.mark.parametrize(
-    ("one", "other"),
-    [
-        ("v=TLSRPTv1; rua=mailto:a@b", "v=TLSRPTv1; rua=mailto:A@b"),
-        ("v=TLSRPTv1; rua=mailto:a@b,mailto:c@d", "v=TLSRPTv1; rua=mailto:c@d,mailto:a@b"),
-        ("v=TLSRPTv1; rua=mailto:a@b", "v=TLSRPTv1; rua=mailto:a@b; x=1"),
-        ("v=TLSRPTv1; rua=mailto:a@b", "v=TLSRPTv1; rua=mailto:a@b;;"),
-    ],
-)
-def test_normalize_keeps_real_differences(one: str, other: str) -> None:
-    assert normalize_record(one) != normalize_record(other)
+    assert parse_record(compact) == parse_record(loose)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tlsrpt_reporter.errors import ConfigError
 from tlsrpt_reporter.report import document as report
 from tlsrpt_reporter.report import schema
 from tlsrpt_reporter.report.document import Identity, ReportError
@@ -27,7 +28,7 @@ def line(
     details: list[dict[str, Any]] | None = None,
     record: str = "v=TLSRPTv1; rua=mailto:r@example.com",
 ) -> dict[str, Any]:
-    """An export line (shared/INTERFACE.md)."""
+    """An export line (the shape README.md gives under `export`)."""
     return {
         "day": DAY,
         "domain": domain,
@@ -81,7 +82,9 @@ def test_report_id_is_a_stable_msg_id_and_the_file_name_follows_the_rfc() -> Non
     left, right = a.report_id.split("@")
     assert right == "example.net", "the submitter is contact-info's domain, lower-cased"
     assert re.fullmatch(r"[A-Za-z0-9.]+", left) and ":" not in left
-    report.check_report_id(a.report_id)
+    # RFC 8460 §5.3: the Report-ID is a msg-id (dot-atom@dot-atom) without its brackets.
+    atom = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    assert re.fullmatch(rf"{atom}(\.{atom})*@{atom}(\.{atom})*", a.report_id)
     assert a.document["report-id"] == a.report_id
     # RFC 8460 §5.3: submitter!policy-domain!begin!end!unique-id.json.gz
     m = re.fullmatch(r"example\.net!example\.com!(\d+)!(\d+)!([A-Za-z0-9]+)\.json\.gz", a.filename)
@@ -202,9 +205,11 @@ def test_unknown_optional_values_and_bad_ips_are_omitted_never_null_or_empty() -
 
 
 def test_identity_and_data_errors_are_refused_with_the_key_named() -> None:
-    with pytest.raises(ReportError, match="organization_name"):
+    # A bad identity is the operator's configuration to fix (exit code 2); missing or odd data
+    # is a runtime failure of the build.
+    with pytest.raises(ConfigError, match="organization_name"):
         report.build(DAY, "example.com", [line()], Identity(" ", "a@example.net"))
-    with pytest.raises(ReportError, match="contact_info"):
+    with pytest.raises(ConfigError, match="contact_info"):
         report.build(DAY, "example.com", [line()], Identity("Org", "nobody"))
     with pytest.raises(ReportError, match=r"no data for example\.org"):
         report.build(DAY, "example.org", [line()], ME)
@@ -278,7 +283,7 @@ def test_every_report_of_the_bundled_sample_validates(tmp_path: Any) -> None:
 
 
 def test_parsedmarc_reads_back_what_we_built() -> None:
-    """parsedmarc is a real consumer (RFC8460-SENDER §8): what it reads must be what we meant."""
+    """parsedmarc is a real consumer (docs/sender-rules.md §8): it must read what we meant."""
     import parsedmarc
 
     tlsa = {"policy-type": "tlsa", "policy-domain": "mx.example.com",

@@ -15,18 +15,18 @@ from dnsserver import DnsServer
 from test_report import STS, TLSA_FAILURE, line, tlsa
 from test_reporter_e2e import DAY, Site, site  # noqa: F401  (the fixture)
 
-from tlsrpt_reporter.config.reporter import MailConfig, ReporterConfig
-from tlsrpt_reporter.deliver import https
-from tlsrpt_reporter.deliver.resolver import DnsSettings, Resolver
+from tlsrpt_reporter.config.schema import DnsSettings, HttpsSettings, MailConfig, ReporterConfig
+from tlsrpt_reporter.deliver.resolver import Resolver
 from tlsrpt_reporter.deliver.sender import Sender
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import reports as state
 
 
 def test_send_times_fill_the_window_evenly() -> None:
     rng = random.Random(1)
-    times = schedule.send_times(1000, 10_000.0, 14_400.0, rng)
+    times = timing.send_times(1000, 10_000.0, 14_400.0, rng)
     assert len(times) == 1000
     assert all(10_000.0 <= t < 24_400.0 for t in times)
     # Flat load: every quarter of the window gets a quarter of the reports.
@@ -34,26 +34,26 @@ def test_send_times_fill_the_window_evenly() -> None:
                 for q in range(4)]  # fmt: skip
     assert quarters == [250, 250, 250, 250]
     assert times != sorted(times), "the order is random, not by domain"
-    assert schedule.send_times(0, 0.0, 10.0, rng) == []
+    assert timing.send_times(0, 0.0, 10.0, rng) == []
 
 
 def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     rng = random.Random(2)
-    first = [schedule.backoff(1, rng) for _ in range(200)]
+    first = [timing.backoff(1, rng) for _ in range(200)]
     assert all(45 <= b <= 75 for b in first)
     assert len({round(b, 3) for b in first}) > 100, "jitter spreads retries"
-    assert all(180 <= schedule.backoff(3, rng) <= 300 for _ in range(50))
-    assert all(schedule.backoff(30, rng) <= 4 * 3600 * 1.25 for _ in range(50))
+    assert all(180 <= timing.backoff(3, rng) <= 300 for _ in range(50))
+    assert all(timing.backoff(30, rng) <= 4 * 3600 * 1.25 for _ in range(50))
 
 
 def test_a_day_is_due_only_after_it_ended_plus_grace_and_once() -> None:
-    end = schedule.day_end("2026-03-01")
+    end = timing.day_end("2026-03-01")
     assert end == 1_772_409_600.0  # 2026-03-02T00:00:00Z
     built: set[str] = set()
-    assert schedule.due_days(["2026-03-01"], built.__contains__, end + 1799, 1800) == []
-    assert schedule.due_days(["2026-03-01"], built.__contains__, end + 1800, 1800) == ["2026-03-01"]
+    assert timing.due_days(["2026-03-01"], built.__contains__, end + 1799, 1800) == []
+    assert timing.due_days(["2026-03-01"], built.__contains__, end + 1800, 1800) == ["2026-03-01"]
     built.add("2026-03-01")
-    assert schedule.due_days(["2026-03-01"], built.__contains__, end + 9999, 1800) == []
+    assert timing.due_days(["2026-03-01"], built.__contains__, end + 9999, 1800) == []
 
 
 def test_the_record_seen_last_is_the_one_used() -> None:
@@ -168,7 +168,7 @@ def _sender(site_: Site, dns: DnsServer, clock: list[float], **cfg: object) -> S
         **cfg,  # type: ignore[arg-type]
     )  # fmt: skip
     resolver = Resolver(DnsSettings(nameservers=("127.0.0.1",), port=dns.port, timeout=1))
-    return Sender(config, resolver, https.HttpsSettings(), [], clock=lambda: clock[0])
+    return Sender(config, resolver, HttpsSettings(), [], clock=lambda: clock[0])
 
 
 def test_a_dns_failure_that_lasts_past_retry_for_gives_the_report_up(site: Site) -> None:  # noqa: F811
@@ -308,7 +308,7 @@ def test_a_delivery_failing_past_retry_for_is_given_up(site: Site) -> None:  # n
     conn = state.connect(site.reporter_db)
     clock = [time.time() + 90_000]
     sender = _sender(site, site.dns, clock, retry_for=86_400.0)
-    sender.https_settings = https.HttpsSettings(
+    sender.https_settings = HttpsSettings(
         timeout=5.0,
         allow_private=(ipaddress.ip_network("127.0.0.0/8"),),
         ca_file=str(site.web.ca_file),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tlsrpt_reporter.wire.encode import DatagramSender, SendError, datagram, encode_object
 
-# The three examples of PROTOCOL.md "Examples".
+# The example datagrams (with dpv) of the protocol: an MTA-STS success, a DANE failure, no policy.
 PROTOCOL_EXAMPLES = [
     {
         "dpv": "1",
@@ -238,7 +238,7 @@ def test_full_receive_queue_drops_at_the_sender_and_counts(sock_dir: Path) -> No
         assert results.count(False) == sender.dropped
         # Nobody reads, so once the queue is full every later datagram is dropped.
         assert results == [True] * sender.sent + [False] * sender.dropped
-        # PROTOCOL.md: the queue holds at most max_dgram_qlen (+1) datagrams.
+        # docs/protocol.md: the queue holds at most max_dgram_qlen (+1) datagrams.
         assert sender.sent <= qlen + 1
         # Exactly the datagrams counted as sent are waiting, in order.
         assert drain(receiver) == payloads[: sender.sent]

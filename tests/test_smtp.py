@@ -21,8 +21,8 @@ from smtpserver import HOST, SmtpServer
 
 from tlsrpt_reporter.deliver import dkim, mail
 from tlsrpt_reporter.deliver.smtp import (
-    DeliveryError,
     SendResult,
+    SmtpDeliveryError,
     SmtpSettings,
     check_settings,
     parse_relay,
@@ -173,7 +173,7 @@ def test_starttls_relay_with_an_untrusted_certificate_sends_nothing(
 ) -> None:
     with (
         SmtpServer(tls_context=server_tls) as server,
-        pytest.raises(DeliveryError, match="certificate") as info,
+        pytest.raises(SmtpDeliveryError, match="certificate") as info,
     ):
         deliver(message, relay(server, starttls=True))
     assert info.value.permanent is False
@@ -184,7 +184,7 @@ def test_starttls_relay_with_an_untrusted_certificate_sends_nothing(
 def test_starttls_required_but_not_offered_sends_nothing(message: bytes) -> None:
     with (
         SmtpServer() as server,
-        pytest.raises(DeliveryError, match="does not offer STARTTLS") as info,
+        pytest.raises(SmtpDeliveryError, match="does not offer STARTTLS") as info,
     ):
         deliver(message, relay(server, starttls=True))
     assert info.value.permanent is False
@@ -215,7 +215,7 @@ def test_auth_with_a_wrong_password_is_permanent(
         settings = relay(
             server, starttls=True, ca_file=ca_file, username="reporter", password_file=str(password)
         )
-        with pytest.raises(DeliveryError, match="535") as info:
+        with pytest.raises(SmtpDeliveryError, match="535") as info:
             deliver(message, settings)
     assert info.value.permanent is True
     assert info.value.stage == "AUTH"
@@ -226,7 +226,7 @@ def test_unreadable_password_file_is_named(message: bytes, tmp_path: Path) -> No
     missing = tmp_path / "no-such-password"
     with SmtpServer(users={"reporter": "x"}) as server:
         settings = relay(server, username="reporter", password_file=str(missing))
-        with pytest.raises(DeliveryError, match=str(missing)) as info:
+        with pytest.raises(SmtpDeliveryError, match=str(missing)) as info:
             deliver(message, settings)
     assert info.value.permanent is False
     assert server.messages == []
@@ -235,7 +235,7 @@ def test_unreadable_password_file_is_named(message: bytes, tmp_path: Path) -> No
 def test_rcpt_451_is_temporary(message: bytes) -> None:
     with (
         SmtpServer(rcpt_reply="451 4.3.0 try again later") as server,
-        pytest.raises(DeliveryError) as info,
+        pytest.raises(SmtpDeliveryError) as info,
     ):
         deliver(message, relay(server))
     assert info.value.permanent is False
@@ -247,7 +247,7 @@ def test_rcpt_451_is_temporary(message: bytes) -> None:
 def test_rcpt_550_is_permanent(message: bytes) -> None:
     with (
         SmtpServer(rcpt_reply="550 5.1.1 no such user") as server,
-        pytest.raises(DeliveryError) as info,
+        pytest.raises(SmtpDeliveryError) as info,
     ):
         deliver(message, relay(server))
     assert info.value.permanent is True
@@ -259,7 +259,10 @@ def test_rcpt_550_is_permanent(message: bytes) -> None:
     ("reply", "permanent"), [("451 4.3.0 disk full", False), ("554 5.7.1 spam", True)]
 )
 def test_data_replies_are_classified(message: bytes, reply: str, permanent: bool) -> None:
-    with SmtpServer(data_reply=reply) as server, pytest.raises(DeliveryError, match=reply) as info:
+    with (
+        SmtpServer(data_reply=reply) as server,
+        pytest.raises(SmtpDeliveryError, match=reply) as info,
+    ):
         deliver(message, relay(server))
     assert info.value.permanent is permanent
     assert "message data" in str(info.value)
@@ -279,7 +282,7 @@ def test_some_recipients_refused_others_accepted(message: bytes) -> None:
 
 def test_connection_refused_is_temporary(message: bytes) -> None:
     port = free_port()
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(SmtpDeliveryError) as info:
         deliver(message, SmtpSettings(relay=f"{HOST}:{port}", helo_name="r.test", timeout=5))
     assert info.value.permanent is False
     assert info.value.stage == "connect"
@@ -289,7 +292,7 @@ def test_connection_refused_is_temporary(message: bytes) -> None:
 def test_a_silent_server_times_out_within_the_timeout(message: bytes, silent_port: int) -> None:
     settings = SmtpSettings(relay=f"{HOST}:{silent_port}", helo_name="r.test", timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(DeliveryError, match="timed out") as info:
+    with pytest.raises(SmtpDeliveryError, match="timed out") as info:
         deliver(message, settings)
     assert time.monotonic() - started < 5
     assert info.value.permanent is False
@@ -355,7 +358,7 @@ def test_direct_tries_the_next_mx_after_a_connection_failure(message: bytes) -> 
 def test_direct_tries_the_next_mx_after_a_4xx(message: bytes) -> None:
     with (
         SmtpServer(rcpt_reply="451 4.7.1 greylisted") as server,
-        pytest.raises(DeliveryError) as info,
+        pytest.raises(SmtpDeliveryError) as info,
     ):
         deliver(message, direct(server), mx_lookup=mx(HOST, HOST))
     assert server.connections == 2
@@ -366,7 +369,7 @@ def test_direct_tries_the_next_mx_after_a_4xx(message: bytes) -> None:
 def test_direct_stops_at_a_5xx(message: bytes) -> None:
     with (
         SmtpServer(rcpt_reply="550 5.1.1 no such user") as server,
-        pytest.raises(DeliveryError) as info,
+        pytest.raises(SmtpDeliveryError) as info,
     ):
         deliver(message, direct(server), mx_lookup=mx(HOST, HOST))
     assert server.connections == 1  # RFC 5321 §5.1: a 5xx is the domain's answer
@@ -401,7 +404,7 @@ def test_direct_delivers_to_the_implicit_mx_the_lookup_returns(message: bytes) -
 
 def test_direct_with_no_mail_host_is_permanent(message: bytes) -> None:
     # An empty answer is a null MX (RFC 7505) or a domain that does not exist.
-    with pytest.raises(DeliveryError, match="null MX") as info:
+    with pytest.raises(SmtpDeliveryError, match="null MX") as info:
         deliver(message, SmtpSettings(relay="direct"), mx_lookup=mx())
     assert info.value.permanent is True
 
@@ -410,7 +413,7 @@ def test_direct_mx_lookup_failure_is_temporary(message: bytes) -> None:
     async def broken(domain: str) -> list[str]:
         raise OSError("SERVFAIL")
 
-    with pytest.raises(DeliveryError, match="SERVFAIL") as info:
+    with pytest.raises(SmtpDeliveryError, match="SERVFAIL") as info:
         deliver(message, SmtpSettings(relay="direct"), mx_lookup=broken)
     assert info.value.permanent is False
 
@@ -449,7 +452,7 @@ def test_auth_in_clear_to_a_remote_relay_is_refused() -> None:
     "recipient", ["x@example.com\r\nRCPT TO:<victim@example.org>", "Name <x@example.com>", "x"]
 )
 def test_unsafe_recipients_are_refused_before_connecting(message: bytes, recipient: str) -> None:
-    with SmtpServer() as server, pytest.raises(DeliveryError, match="recipient") as info:
+    with SmtpServer() as server, pytest.raises(SmtpDeliveryError, match="recipient") as info:
         deliver(message, relay(server), recipients=(recipient,))
     assert info.value.permanent is True
     assert server.connections == 0

@@ -17,12 +17,13 @@ import pytest
 from conftest import Collector, send_all, today
 
 from tlsrpt_reporter.cli import commands
-from tlsrpt_reporter.config.loader import load
-from tlsrpt_reporter.config.reporter import ReporterConfig, from_config
+from tlsrpt_reporter.config.load import load
+from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.demo.run import sample_path
 from tlsrpt_reporter.errors import ConfigError
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.wire.encode import datagram
 
@@ -105,7 +106,7 @@ def stored_day(tmp_path: Path, name: str, domains: list[str]) -> Path:
 
 def config_for(tmp_path: Path, source_list: list[str], **extra: object) -> ReporterConfig:
     path = reporter_config(tmp_path / "r.toml", source_list, **extra)
-    return from_config(load(str(path)))
+    return load(str(path)).reporter
 
 
 def test_a_failing_source_postpones_the_day_until_the_deadline(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_a_failing_source_postpones_the_day_until_the_deadline(tmp_path: Path) -
         grace=0, source_deadline=3600,
     )  # fmt: skip
     conn = state.connect(cfg.db)
-    end = schedule.day_end(PAST_DAY)
+    end = timing.day_end(PAST_DAY)
     rng = random.Random(1)
     # (the two days before, asked of the command source too, are past their deadline already)
     assert PAST_DAY not in [r.day for r in schedule.build_due(cfg, conn, end + 600, rng)]
@@ -141,7 +142,7 @@ def test_a_source_that_answers_later_is_included(tmp_path: Path) -> None:
     )
     cfg = config_for(tmp_path, [str(good), f"cmd:{PY} -c {shlex.quote(script)} {{day}}"], grace=0)
     conn = state.connect(cfg.db)
-    end = schedule.day_end(PAST_DAY)
+    end = timing.day_end(PAST_DAY)
     assert PAST_DAY not in [
         r.day for r in schedule.build_due(cfg, conn, end + 60, random.Random(1))
     ]
@@ -194,7 +195,7 @@ def test_day_is_substituted_after_splitting_so_it_stays_one_word(tmp_path: Path)
     assert words == ["ssh", "mta 2", "tlsrpt-reporter", "export", "--day", PAST_DAY]
     bad = reporter_config(tmp_path / "bad.toml", ["cmd:ssh 'mta2"])
     with pytest.raises(ConfigError, match="cannot split the command"):
-        from_config(load(str(bad)))
+        load(str(bad))
     checked = cli("check-config", "--config", str(bad))
     assert checked.returncode == 2 and "cannot split the command" in (
         checked.stdout + checked.stderr
@@ -202,6 +203,6 @@ def test_day_is_substituted_after_splitting_so_it_stays_one_word(tmp_path: Path)
 
 
 def test_command_sources_are_asked_for_the_last_finished_days() -> None:
-    now = schedule.day_end(PAST_DAY) + 3600  # 01:00 on the next day
+    now = timing.day_end(PAST_DAY) + 3600  # 01:00 on the next day
     days = sources.days_with_data(["cmd:true"], now)
     assert days == ["2026-02-27", "2026-02-28", PAST_DAY]

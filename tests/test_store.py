@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
 from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import collected_async, collected_schema, report_status, reports, tx
+from tlsrpt_reporter.store import ingest_position as positions
 from tlsrpt_reporter.wire.aggregate import Aggregate
 
 DAY = "2026-03-01"
@@ -81,16 +86,16 @@ def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
 # --- opening --------------------------------------------------------------------------------
 
 
-def test_connect_creates_schema_version_1_in_wal_mode(db_path: Path) -> None:
+def test_connect_creates_the_current_schema_in_wal_mode(db_path: Path) -> None:
     store.connect(db_path).close()
     raw = sqlite3.connect(db_path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2 == store.SCHEMA_VERSION
         assert raw.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
         names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         raw.close()
-    assert set(TABLES) <= names
+    assert {*TABLES, "ingest_position"} <= names
 
 
 def test_connect_again_keeps_the_data(db_path: Path) -> None:
@@ -102,7 +107,7 @@ def test_connect_again_keeps_the_data(db_path: Path) -> None:
         assert (
             lines_by_domain(again)["example.org"]["summary"]["total-successful-session-count"] == 1
         )
-        assert again.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert again.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
     finally:
         again.close()
 
@@ -394,11 +399,19 @@ def test_day_counters_returns_that_days_counters(conn: sqlite3.Connection) -> No
     assert store.day_counters(conn, "2026-01-01") == {}
 
 
-def test_prune_deletes_older_days_from_every_table(conn: sqlite3.Connection) -> None:
+def test_prune_deletes_older_days_from_every_table(db_path: Path, conn: sqlite3.Connection) -> None:
     days = ["2026-02-27", "2026-02-28", DAY, NEXT_DAY]
     for day in days:
         store.write(conn, store.build_batch(sample_aggregate(day)))
-    store.prune(conn, DAY)
+
+    async def prune() -> None:
+        db = await collected_async.connect(db_path)
+        try:
+            await collected_async.prune(db, DAY)
+        finally:
+            await db.close()
+
+    asyncio.run(prune())
     for table in TABLES:
         remaining = {r[0] for r in conn.execute(f"SELECT DISTINCT day FROM {table}")}
         assert remaining == {DAY, NEXT_DAY}, table
@@ -427,3 +440,422 @@ def test_reader_reads_while_a_writer_holds_a_write_transaction(db_path: Path) ->
     finally:
         reader.close()
         writer.close()
+
+
+def test_days_lists_each_day_with_counters_once_in_order(conn: sqlite3.Connection) -> None:
+    assert store.days(conn) == []
+    store.write(conn, store.build_batch(sample_aggregate(NEXT_DAY)))
+    store.write(conn, store.build_batch(sample_aggregate(DAY)))
+    store.write(conn, store.build_batch(sample_aggregate(DAY)))
+    assert store.days(conn) == [DAY, NEXT_DAY]
+
+
+_FAILING = ("INSERT INTO no_such_table VALUES (?)", [(1,)])
+
+
+def test_write_is_all_or_nothing_and_names_the_file(
+    db_path: Path, conn: sqlite3.Connection
+) -> None:
+    batch = store.build_batch(sample_aggregate())
+    with pytest.raises(StoreError, match=re.escape(str(db_path))):
+        store.write(conn, store.WriteBatch(statements=(*batch.statements, _FAILING)))
+    assert not conn.in_transaction
+    assert store.days(conn) == []
+    assert list(store.iter_day(conn, DAY)) == []
+
+
+# --- the daemon's asynchronous access ---------------------------------------------------------
+
+
+def test_async_write_stores_what_write_stores(tmp_path: Path) -> None:
+    sync_db, async_db = tmp_path / "sync.sqlite", tmp_path / "async.sqlite"
+    with store.connect(sync_db) as conn:
+        store.write(conn, store.build_batch(sample_aggregate()))
+    store.connect(async_db).close()
+
+    async def write() -> None:
+        db = await collected_async.connect(async_db)
+        try:
+            await collected_async.write(db, store.build_batch(sample_aggregate()))
+        finally:
+            await db.close()
+
+    asyncio.run(write())
+    sync_conn, async_conn = store.connect(sync_db), store.connect(async_db)
+    try:
+        assert list(store.iter_day(async_conn, DAY)) == list(store.iter_day(sync_conn, DAY))
+        assert store.day_counters(async_conn, DAY) == store.day_counters(sync_conn, DAY)
+    finally:
+        sync_conn.close()
+        async_conn.close()
+
+
+def test_async_write_is_all_or_nothing(db_path: Path, conn: sqlite3.Connection) -> None:
+    batch = store.build_batch(sample_aggregate())
+
+    async def write() -> None:
+        db = await collected_async.connect(db_path)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+                await collected_async.write(
+                    db, store.WriteBatch(statements=(*batch.statements, _FAILING))
+                )
+            assert not db.in_transaction
+        finally:
+            await db.close()
+
+    asyncio.run(write())
+    assert store.days(conn) == []
+
+
+def test_async_write_fails_fast_while_another_process_holds_the_write_lock(
+    db_path: Path, conn: sqlite3.Connection
+) -> None:
+    # The flush keeps its aggregate in memory and tries again at the next interval: it must not
+    # wait for the lock for seconds.
+    conn.execute("BEGIN IMMEDIATE")
+
+    async def write() -> float:
+        db = await collected_async.connect(db_path)
+        started = time.monotonic()
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await collected_async.write(db, store.build_batch(sample_aggregate()))
+            return time.monotonic() - started
+        finally:
+            await db.close()
+
+    try:
+        assert asyncio.run(write()) < 2.0
+    finally:
+        conn.execute("ROLLBACK")
+    assert store.days(conn) == []
+
+
+# --- the transaction helper -----------------------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def _scratch(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    return conn
+
+
+def _committed(path: Path) -> list[int]:
+    """What another connection sees: only committed rows."""
+    other = sqlite3.connect(path)
+    try:
+        return [x for (x,) in other.execute("SELECT x FROM t ORDER BY x")]
+    finally:
+        other.close()
+
+
+def test_transaction_commits_when_the_block_ends(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite"
+    conn = _scratch(db)
+    with tx.transaction(conn) as same:
+        assert same is conn
+        assert conn.in_transaction
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("INSERT INTO t VALUES (2)")
+        assert _committed(db) == []
+    assert not conn.in_transaction
+    assert _committed(db) == [1, 2]
+    conn.close()
+
+
+@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt, sqlite3.IntegrityError])
+def test_transaction_rolls_back_and_reraises_on_any_exception(
+    tmp_path: Path, error: type[BaseException]
+) -> None:
+    db = tmp_path / "t.sqlite"
+    conn = _scratch(db)
+    conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(error), tx.transaction(conn):
+        conn.execute("INSERT INTO t VALUES (2)")
+        raise error("in the block")
+    assert not conn.in_transaction
+    assert _committed(db) == [1]
+    with tx.transaction(conn):  # the connection goes on working
+        conn.execute("INSERT INTO t VALUES (3)")
+    assert _committed(db) == [1, 3]
+    conn.close()
+
+
+def test_transaction_takes_the_write_lock_at_begin(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite"
+    conn, other = _scratch(db), sqlite3.connect(db, isolation_level=None, timeout=0)
+    with tx.transaction(conn), pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    conn.close()
+    other.close()
+
+
+def test_a_failing_commit_rolls_back_and_raises(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.sqlite", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with pytest.raises(sqlite3.IntegrityError), tx.transaction(conn):
+        conn.execute("INSERT INTO child VALUES (7)")  # checked only at COMMIT
+    # SQLite keeps a transaction open when COMMIT fails on a deferred constraint.
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_rollback_sqlite_made_itself_does_not_hide_the_error(tmp_path: Path) -> None:
+    conn = _scratch(tmp_path / "t.sqlite")
+    with pytest.raises(Boom, match="the real error"), tx.transaction(conn):
+        conn.execute("ROLLBACK")  # as SQLite does on its own after a full disk or I/O error
+        raise Boom("the real error")
+    conn.close()
+
+
+@pytest.mark.parametrize("error", [Boom, asyncio.CancelledError])
+def test_async_transaction_commits_or_rolls_back_and_reraises(
+    tmp_path: Path, error: type[BaseException]
+) -> None:
+    db = tmp_path / "t.sqlite"
+    _scratch(db).close()
+
+    async def run() -> None:
+        async with aiosqlite.connect(db, isolation_level=None) as conn:
+            async with tx.async_transaction(conn) as same:
+                assert same is conn
+                assert conn.in_transaction
+                await conn.execute("INSERT INTO t VALUES (1)")
+            assert not conn.in_transaction
+            assert _committed(db) == [1]
+            with pytest.raises(error):
+                async with tx.async_transaction(conn):
+                    await conn.execute("INSERT INTO t VALUES (2)")
+                    raise error("in the block")
+            assert not conn.in_transaction
+
+    asyncio.run(run())
+    assert _committed(db) == [1]
+
+
+# --- ingest-log's positions and the migration that gave them a table ----------------------------
+
+LOG = "/var/log/mail.log"
+
+
+def _save(conn: sqlite3.Connection, path: str, position: positions.IngestPosition) -> None:
+    statement = positions.save_statement(path, "postfix", position, 1234.5)
+    store.write(conn, store.WriteBatch(statements=(statement,)))
+
+
+def test_ingest_position_is_saved_replaced_and_loaded_per_file(conn: sqlite3.Connection) -> None:
+    assert positions.load(conn, LOG) is None
+    first = positions.IngestPosition(1, 2, 300, {"adapter": {"open": ["q1"]}, "years": {}})
+    _save(conn, LOG, first)
+    assert positions.load(conn, LOG) == first
+    later = positions.IngestPosition(1, 5, 40, {"adapter": {}, "years": {"12": 2026}})
+    _save(conn, LOG, later)
+    _save(conn, "/var/log/exim4/mainlog", first)
+    assert positions.load(conn, LOG) == later
+    assert positions.load(conn, "/var/log/exim4/mainlog") == first
+    row = conn.execute(
+        "SELECT format, updated FROM ingest_position WHERE path = ?", (LOG,)
+    ).fetchone()
+    assert row == ("postfix", 1234.5)
+
+
+def test_ingest_position_commits_with_the_counts_of_its_batch(conn: sqlite3.Connection) -> None:
+    position = positions.IngestPosition(1, 2, 300, {})
+    saving = positions.save_statement(LOG, "postfix", position, 0.0)
+    failing = (*store.build_batch(sample_aggregate()).statements, saving, _FAILING)
+    with pytest.raises(StoreError):
+        store.write(conn, store.WriteBatch(statements=failing))
+    assert positions.load(conn, LOG) is None
+    # A batch's rows are generated as they are written: a new batch for the next write.
+    batch = store.build_batch(sample_aggregate())
+    store.write(conn, store.WriteBatch(statements=(*batch.statements, saving)))
+    assert positions.load(conn, LOG) == position
+    assert store.days(conn) == [DAY]
+
+
+# What ingest-log of schema version 1 ran before reading or writing a position.
+_OLD_POSITION_TABLE = """
+CREATE TABLE IF NOT EXISTS ingest_position (
+    path TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    updated REAL NOT NULL
+)"""
+
+
+def _version_1_database(path: Path, *, with_positions: bool) -> None:
+    """A collector database as version 1 left it: aggregates, and with ``with_positions`` a
+    position that ingest-log saved in the table it created on demand."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.executescript(collected_schema._MIGRATIONS[0])
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("PRAGMA journal_mode = WAL")
+    store.write(raw, store.build_batch(sample_aggregate()))
+    if with_positions:
+        raw.execute(_OLD_POSITION_TABLE)
+        raw.execute(
+            "INSERT OR REPLACE INTO ingest_position"
+            "(path, format, device, inode, offset, state, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (LOG, "postfix", 8, 9, 4096, json.dumps({"adapter": {"a": 1}, "years": {}}), 1.0),
+        )
+    raw.close()
+
+
+def test_a_version_1_database_with_positions_saved_the_old_way_is_migrated_keeping_them(
+    db_path: Path,
+) -> None:
+    _version_1_database(db_path, with_positions=True)
+    conn = store.connect(db_path)
+    try:
+        assert collected_schema.user_version(conn) == store.SCHEMA_VERSION
+        saved = positions.load(conn, LOG)
+        assert saved == positions.IngestPosition(8, 9, 4096, {"adapter": {"a": 1}, "years": {}})
+        assert set(lines_by_domain(conn)) == {"example.com", "example.org"}
+        _save(conn, LOG, positions.IngestPosition(8, 9, 5000, {}))
+        assert positions.load(conn, LOG) == positions.IngestPosition(8, 9, 5000, {})
+    finally:
+        conn.close()
+
+
+def test_a_version_1_database_without_positions_is_migrated_and_can_save_them(
+    db_path: Path,
+) -> None:
+    _version_1_database(db_path, with_positions=False)
+    conn = store.connect(db_path)
+    try:
+        assert collected_schema.user_version(conn) == store.SCHEMA_VERSION
+        assert positions.load(conn, LOG) is None
+        _save(conn, LOG, positions.IngestPosition(1, 2, 3, {}))
+        assert positions.load(conn, LOG) == positions.IngestPosition(1, 2, 3, {})
+        store.write(conn, store.build_batch(sample_aggregate()))
+        counts = lines_by_domain(conn)["example.com"]["summary"]
+        assert counts["total-successful-session-count"] == 4
+    finally:
+        conn.close()
+
+
+def test_a_reader_reads_a_version_1_database_without_migrating_it(db_path: Path) -> None:
+    # The reporter may run before the upgraded collector has migrated the database.
+    _version_1_database(db_path, with_positions=False)
+    reader = store.connect(db_path, create=False)
+    try:
+        assert set(lines_by_domain(reader)) == {"example.com", "example.org"}
+        assert store.days(reader) == [DAY]
+        assert collected_schema.user_version(reader) == 1
+    finally:
+        reader.close()
+
+
+def test_migrate_skips_a_step_another_process_made_meanwhile(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite3.connect(db_path).close()  # version 0, as both processes see it at first
+    late = sqlite3.connect(db_path, isolation_level=None)
+    store.connect(db_path).close()  # the first process migrates
+    stale = [0]  # the late one read version 0 before the first one committed
+    real = collected_schema.user_version
+    monkeypatch.setattr(
+        collected_schema, "user_version", lambda conn: stale.pop() if stale else real(conn)
+    )
+    collected_schema.migrate(late)  # CREATE TABLE policy_count again would fail
+    assert real(late) == store.SCHEMA_VERSION
+    late.close()
+
+
+# --- the reporter's state: summaries for `status` -------------------------------------------
+
+
+def _report(domain: str, report_id: str) -> dict[str, Any]:
+    return {"domain": domain, "report_id": report_id, "message_id": f"<{report_id}@x>",
+            "date": "d", "filename": "f", "gzip": b"", "summary": "", "record": "",
+            "send_at": 0.0}  # fmt: skip
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """DAY (built at 1000, with a note): a.example delivered by mail while its HTTPS
+    destination retries (503), b.example given up, c.example pending; NEXT_DAY (built at
+    2000): d.example pending."""
+    conn = reports.connect(tmp_path / "reporter.sqlite")
+    reports.insert_day(
+        conn,
+        DAY,
+        1000.0,
+        [_report("a.example", "r1"), _report("b.example", "r2"), _report("c.example", "r3")],
+        note="one source failed",
+    )
+    reports.insert_day(conn, NEXT_DAY, 2000.0, [_report("d.example", "r4")])
+    mail, web = "mailto:tlsrpt@a.example", "https://a.example/r"
+    reports.add_destinations(conn, 1, [(mail, "pending", ""), (web, "pending", "")], 1000.0)
+    reports.set_delivery(conn, 1, mail, state="sent", accepted_at=1100.0)
+    reports.set_delivery(conn, 1, web, state="failed-retrying", last_error="HTTP 503",
+                         error_kind="http-5xx", next_attempt=1500.0)  # fmt: skip
+    assert reports.refresh_report_status(conn, 1) == "delivered"
+    reports.add_destinations(conn, 2, [("https://b.example/r", "pending", "")], 1000.0)
+    reports.set_delivery(conn, 2, "https://b.example/r", state="given-up",
+                         last_error="connection refused", next_attempt=1200.0)  # fmt: skip
+    assert reports.refresh_report_status(conn, 2) == "given-up"
+    yield conn
+    conn.close()
+
+
+def test_built_days_and_their_summary(state: sqlite3.Connection) -> None:
+    built = report_status.built_days(state)
+    assert list(built.items()) == [(DAY, "one source failed"), (NEXT_DAY, "")]
+    assert report_status.built_summary(state) == (2, 2000.0)
+    assert report_status.built_summary(state, DAY) == (1, 1000.0)
+    assert report_status.built_summary(state, "2026-01-01") == (0, None)
+
+
+def test_report_and_delivery_counts_by_day_or_all_days(state: sqlite3.Connection) -> None:
+    assert report_status.report_counts(state, DAY) == {"delivered": 1, "given-up": 1, "pending": 1}
+    assert report_status.report_counts(state, NEXT_DAY) == {"pending": 1}
+    assert report_status.report_counts(state) == {"delivered": 1, "given-up": 1, "pending": 2}
+    assert report_status.report_counts(state, "2026-01-01") == {}
+    day = {"failed-retrying": 1, "given-up": 1, "sent": 1}
+    assert report_status.delivery_counts(state, DAY) == day
+    assert report_status.delivery_counts(state) == day
+    assert report_status.delivery_counts(state, NEXT_DAY) == {}
+
+
+def test_last_accepted_and_last_errors(state: sqlite3.Connection) -> None:
+    assert report_status.last_accepted(state) == 1100.0
+    assert report_status.last_accepted(state, DAY) == 1100.0
+    assert report_status.last_accepted(state, NEXT_DAY) is None
+    assert report_status.last_errors(state, DAY) == [
+        ("a.example", "https://a.example/r", "HTTP 503"),  # next attempt 1500
+        ("b.example", "https://b.example/r", "connection refused"),  # 1200
+    ]
+    assert report_status.last_errors(state, DAY, limit=1) == [
+        ("a.example", "https://a.example/r", "HTTP 503")
+    ]
+    assert report_status.last_errors(state, NEXT_DAY) == []
+
+
+def test_failed_deliveries_and_the_oldest_unsent_report(state: sqlite3.Connection) -> None:
+    assert sorted(report_status.failed_deliveries(state)) == [
+        ("failed-retrying", "http-5xx", "HTTP 503"),
+        ("given-up", "", "connection refused"),
+    ]
+    assert report_status.failed_deliveries(state, NEXT_DAY) == []
+    assert report_status.oldest_unsent_built_at(state) == 1000.0  # c.example
+    assert report_status.oldest_unsent_built_at(state, NEXT_DAY) == 2000.0
+    reports.set_report(state, 3, status="no-destination")
+    assert report_status.oldest_unsent_built_at(state) == 2000.0
+    reports.set_report(state, 4, status="no-destination")
+    assert report_status.oldest_unsent_built_at(state) is None

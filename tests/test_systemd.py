@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import Collector, send_all
 
-from tlsrpt_reporter.config import loader as configmod
-from tlsrpt_reporter.config import reporter as reporter_config
+from tlsrpt_reporter.config import load as configmod
+from tlsrpt_reporter.config.schema import CollectdConfig
 from tlsrpt_reporter.wire.encode import datagram
 
 MakeCollector = Callable[..., Collector]
@@ -244,7 +244,7 @@ def test_services_run_the_installed_commands_on_the_default_config() -> None:
 
 def test_socket_is_the_collectors_default_inside_postfixs_queue_directory() -> None:
     sock = parse_unit(UNIT_DIR / "tlsrpt-collectd.socket")["Socket"]
-    default = configmod.CollectdConfig()
+    default = CollectdConfig()
     assert sock["ListenDatagram"] == [default.socket]
     # main.cf: smtp_tlsrpt_socket_name = run/tlsrpt/tlsrpt.sock, relative to the queue directory
     assert default.socket == "/var/spool/postfix/run/tlsrpt/tlsrpt.sock"
@@ -255,7 +255,7 @@ def test_socket_is_the_collectors_default_inside_postfixs_queue_directory() -> N
     # Both databases live in the StateDirectory, the only place the services may write.
     state = Path("/var/lib/tlsrpt-reporter")
     assert Path(default.db).parent == state
-    assert Path(reporter_config.from_config(configmod.parse({})).db).parent == state
+    assert Path(configmod.parse({}).reporter.db).parent == state
 
 
 def test_readme_says_to_enable_the_run_service_or_the_timer_not_both() -> None:

@@ -20,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# PROTOCOL.md "Result codes" (code -> RFC 8460 result-type).
+# docs/protocol.md, the result-code table (code -> RFC 8460 result-type).
 SPEC_RESULT_CODES = {
     201: "starttls-not-supported",
     202: "certificate-host-mismatch",
@@ -34,9 +34,9 @@ SPEC_RESULT_CODES = {
     305: "dnssec-invalid",
     306: "dane-required",
 }
-# PROTOCOL.md "Each policy object": policy-type codes.
+# docs/protocol.md, "Policies": policy-type codes.
 SPEC_POLICY_TYPES = {1: "tlsa", 2: "sts", 9: "no-policy-found"}
-# PROTOCOL.md "Each failure-details entry": short key -> FailureDetail attribute.
+# docs/protocol.md, "Failure details": short key -> FailureDetail attribute.
 SPEC_DETAIL_KEYS = {
     "s": "sending_mta_ip",
     "n": "receiving_mx_hostname",

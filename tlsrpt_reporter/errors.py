@@ -8,14 +8,41 @@ import pwd
 
 
 class TlsRptError(Exception):
-    """Base class of every error this project raises on purpose."""
+    """Base class of every error this project raises on purpose.
+
+    An error that is none of the kinds below is a runtime failure (exit code 1): something on
+    this host or the network, not the operator's input, went wrong. The command line maps the
+    kinds to exit codes in one place (``tlsrpt_reporter.cli.app.exit_code``).
+    """
 
 
 class ConfigError(TlsRptError):
     """A configuration file or command-line value is missing or wrong (exit code 2)."""
 
 
-class DatagramRejected(TlsRptError):
+class InputError(TlsRptError):
+    """Data handed to a command cannot be used: a report file, a log, a record (exit code 2)."""
+
+
+class StoreError(TlsRptError):
+    """A database cannot be opened, migrated, read or written (exit code 1)."""
+
+
+class DeliveryError(TlsRptError):
+    """One attempt to deliver a report to one destination failed (exit code 1).
+
+    ``permanent`` says that retrying cannot help (a 5xx reply, a destination we may never use);
+    everything else is retried with backoff (RFC 8460 §5.5). The transports add what they know:
+    :class:`~tlsrpt_reporter.deliver.smtp.SmtpDeliveryError` the server and the SMTP stage,
+    :class:`~tlsrpt_reporter.deliver.https.HttpsDeliveryError` the URL, address and status.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class DatagramRejected(InputError):
     """A datagram is not a valid libtlsrpt protocol-v1 datagram.
 
     ``reason`` is one of :data:`tlsrpt_reporter.wire.decode.REJECT_REASONS`, used as a counter name.
@@ -25,10 +52,6 @@ class DatagramRejected(TlsRptError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class StoreError(TlsRptError):
-    """The SQLite store cannot be opened, migrated or read."""
 
 
 class CollectorError(TlsRptError):

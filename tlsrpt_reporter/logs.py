@@ -1,4 +1,5 @@
-"""Logging to stderr in one line per event, readable both on a terminal and in the journal.
+"""Logging to stderr in one line per event, readable both on a terminal and in the journal; and
+the progress line long commands show on a terminal.
 
 Under systemd (``JOURNAL_STREAM`` set) each line starts with a ``<N>`` syslog priority prefix,
 which journald turns into the entry's priority; on a terminal the line carries a UTC timestamp
@@ -75,3 +76,20 @@ class RepeatLimiter:
             self._suppressed[kind] = self._suppressed.get(kind, 0) + events - 1
         self._last[kind] = now
         return self._suppressed.pop(kind, 0)
+
+
+class Progress:
+    """A one-line progress counter on a terminal; silent when output is not a terminal."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = total
+        self.enabled = sys.stderr.isatty() and total > 20
+
+    def step(self, done: int) -> None:
+        """Show ``done`` of ``total``."""
+        if self.enabled and (done == self.total or done % 50 == 0):
+            sys.stderr.write(f"\r{self.label}: {done}/{self.total}")
+            if done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -41,7 +41,7 @@ DETAIL_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """One evaluated policy in canonical form (shared/INTERFACE.md "Canonical forms")."""
+    """One evaluated policy in canonical form (docs/protocol.md, "How a datagram counts")."""
 
     policy_type: str
     policy_domain: str

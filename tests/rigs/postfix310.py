@@ -57,10 +57,10 @@ from smtpserver import SmtpServer
 
 from rigs import trixie
 from tlsrpt_reporter.cli import commands
-from tlsrpt_reporter.config import loader as configmod
-from tlsrpt_reporter.config import reporter as reporter_config
+from tlsrpt_reporter.config.load import load as load_config
 from tlsrpt_reporter.deliver import dkim
 from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.store import reports as state
 
@@ -501,10 +501,10 @@ def deliver(config: Path, day: str) -> dict[str, Any]:
     The collector stamped today's date on the sessions; the reporter's clock is set past the
     end of that day so that the day counts as finished (the same entry points ``send`` uses).
     """
-    cfg_all = configmod.load(config)
-    cfg = reporter_config.from_config(cfg_all)
+    cfg_all = load_config(config)
+    cfg = cfg_all.reporter
     sender = commands._sender(cfg, cfg_all.dns)
-    now = schedule.day_end(day) + 60
+    now = timing.day_end(day) + 60
     sender.clock = lambda: now
     conn = state.connect(cfg.db)
     try:

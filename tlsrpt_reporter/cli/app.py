@@ -1,4 +1,4 @@
-"""``tlsrpt-reporter``: the operator's command (shared/INTERFACE.md).
+"""``tlsrpt-reporter``: the operator's command (docs/operating.md).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 """
@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tlsrpt_reporter import logs
 from tlsrpt_reporter.cli import check_record, commands
-from tlsrpt_reporter.config import loader as configmod
+from tlsrpt_reporter.config.load import DEFAULT_CONFIG_PATH, load_collectd
+from tlsrpt_reporter.config.schema import LOG_LEVELS
 from tlsrpt_reporter.demo import run as demo
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.errors import ConfigError, InputError, TlsRptError
 from tlsrpt_reporter.ingest import logfile as ingest
 from tlsrpt_reporter.ingest import replay
 from tlsrpt_reporter.report import inspect as inspect_report
@@ -36,7 +37,9 @@ def _day(value: str) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Print one day's aggregates as JSON lines."""
-    db = args.db or configmod.load(args.config).collectd.db
+    # Only [collectd] matters here: this runs on the MTA's host, where the reporter's sections
+    # may name files that exist only on the reporter's.
+    db = args.db or load_collectd(args.config).db
     conn = store.connect(db, create=False)
     try:
         out = sys.stdout
@@ -64,7 +67,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_ingest_log(args: argparse.Namespace) -> int:
     """Read an MTA's log and fold its TLS outcomes into a collector database."""
     logs.setup("tlsrpt-reporter", args.log_level)
-    db = args.db or configmod.load(args.config).collectd.db
+    db = args.db or load_collectd(args.config).db  # as in cmd_export
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -127,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlsrpt-reporter", description="SMTP TLS Reporting (RFC 8460) for sending MTAs."
     )
-    parser.add_argument("--config", help=f"TOML file (default {configmod.DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--config", help=f"TOML file (default {DEFAULT_CONFIG_PATH})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # Every command also takes --config after its name (shared/INTERFACE.md).
+    # Every command also takes --config after its name (docs/operating.md).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timezone", metavar="ZONE",
         help="IANA zone of timestamps without one (default: the host's)",
     )  # fmt: skip
-    p.add_argument("--log-level", default="info", choices=configmod.LOG_LEVELS)
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.set_defaults(func=cmd_ingest_log)
 
     p = sub.add_parser(
@@ -193,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("run", parents=[common], help="the long-running reporter")
-    p.add_argument("--log-level", default="info", choices=configmod.LOG_LEVELS)
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="days, reports and deliveries")
@@ -252,14 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as exc:
-        print(f"tlsrpt-reporter: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except TlsRptError as exc:
         print(f"tlsrpt-reporter: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code(exc)
     except BrokenPipeError:
         return EXIT_FAILURE
+
+
+def exit_code(exc: TlsRptError) -> int:
+    """The exit code of a command that failed with ``exc``: 2 when the operator's configuration,
+    command line or input is at fault, 1 for a failure at run time."""
+    return EXIT_USAGE if isinstance(exc, ConfigError | InputError) else EXIT_FAILURE
 
 
 if __name__ == "__main__":

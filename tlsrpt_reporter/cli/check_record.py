@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from tlsrpt_reporter.config import loader as configmod
-from tlsrpt_reporter.config import reporter as reporter_config
+from tlsrpt_reporter.config.load import load as load_config
+from tlsrpt_reporter.config.schema import HttpsSettings
 from tlsrpt_reporter.deliver import https_probe
 from tlsrpt_reporter.deliver.https import (
     ForbiddenAddress,
-    HttpsSettings,
     InvalidReportUrl,
     IPAddress,
     ReportUrl,
@@ -35,7 +34,7 @@ from tlsrpt_reporter.deliver.https import (
     split_addresses,
 )
 from tlsrpt_reporter.deliver.record import RecordError, ReportURI, is_tlsrpt_record, parse_record
-from tlsrpt_reporter.deliver.resolver import DnsSettings, DnsTemporaryError, Resolver
+from tlsrpt_reporter.deliver.resolver import DnsTemporaryError, MxRecords, Resolver
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
 
@@ -195,7 +194,7 @@ async def check(
     try:
         texts = await resolver.txt_records(qname)
     except DnsTemporaryError as exc:
-        # RFC8460-SENDER §1: a temporary failure is "ask again", never "no record".
+        # docs/sender-rules.md §1: a temporary failure is "ask again", never "no record".
         text = (
             f"DNS lookup failed ({exc}); this says nothing about whether the record "
             "exists: try again, or check dns.nameservers"
@@ -275,24 +274,44 @@ def _allow_listed(ip: IPAddress) -> str:
 
 
 async def _mailto(uri: ReportURI, resolver: Resolver) -> tuple[bool, list[Finding]]:
-    subject = str(uri)
+    """Look up the mailto domain's MX and address records; the verdict is the pure judges'."""
     domain = uri.host
     try:
         mx = await resolver.mx_records(domain)
     except DnsTemporaryError as exc:
-        return False, [Finding("error", subject, f"DNS lookup of MX {domain} failed: {exc}")]
+        return False, [Finding("error", str(uri), f"DNS lookup of MX {domain} failed: {exc}")]
+    hosts, findings = judge_mx(uri, mx)
+    if hosts is None:
+        return False, findings
+    shown = hosts[:MAX_MX_HOSTS]
+    lookups = await asyncio.gather(
+        *(resolver.addresses(host) for host in shown), return_exceptions=True
+    )
+    answers: list[list[IPAddress] | None] = []
+    for found in lookups:
+        if isinstance(found, DnsTemporaryError):
+            answers.append(None)
+        elif isinstance(found, BaseException):
+            raise found
+        else:
+            answers.append(found)
+    reachable, verdict = judge_mail_hosts(uri, shown, answers, implicit=not mx.records)
+    return reachable, [*findings, verdict]
+
+
+def judge_mx(uri: ReportURI, mx: MxRecords) -> tuple[list[str] | None, list[Finding]]:
+    """The hosts a mailto rua's domain takes mail on (None: none at all) and what to say.
+
+    No MX at all means the domain's own address records (RFC 5321 §5.1); a null MX alone means
+    no mail (RFC 7505).
+    """
+    subject, domain = str(uri), uri.host
     if mx.status == "nxdomain":
-        return False, [Finding("error", subject, f"mail domain {domain} does not exist (NXDOMAIN)")]
+        return None, [Finding("error", subject, f"mail domain {domain} does not exist (NXDOMAIN)")]
     hosts = [host for _, host in mx.records if host]
     if mx.records and not hosts:
-        # RFC 7505: a null MX ("0 .") says the domain accepts no mail at all.
-        return False, [
-            Finding(
-                "error",
-                subject,
-                f"{domain} has a null MX (RFC 7505): it accepts no mail, so report mails bounce",
-            )
-        ]
+        text = f"{domain} has a null MX (RFC 7505): it accepts no mail, so report mails bounce"
+        return None, [Finding("error", subject, text)]
     findings: list[Finding] = []
     if len(hosts) < len(mx.records):
         findings.append(
@@ -303,49 +322,45 @@ async def _mailto(uri: ReportURI, resolver: Resolver) -> tuple[bool, list[Findin
                 "records (RFC 7505 §3 forbids it); the null MX is ignored",
             )
         )
-    implicit = not hosts
-    if implicit:
-        hosts = [domain]  # RFC 5321 §5.1: no MX means the domain's own address records
-    shown = hosts[:MAX_MX_HOSTS]
-    lookups = await asyncio.gather(
-        *(resolver.addresses(host) for host in shown), return_exceptions=True
-    )
+    return hosts or [domain], findings
+
+
+def judge_mail_hosts(
+    uri: ReportURI,
+    hosts: Sequence[str],
+    answers: Sequence[Sequence[IPAddress] | None],
+    *,
+    implicit: bool,
+) -> tuple[bool, Finding]:
+    """Whether any mail host of a mailto rua has an address, and the finding that says so.
+
+    ``answers`` holds each host's addresses, None where the lookup failed; ``implicit`` means
+    the domain has no MX and its own name is the host.
+    """
+    subject, domain = str(uri), uri.host
     parts: list[str] = []
     reachable = False
-    for host, found in zip(shown, lookups, strict=True):
-        if isinstance(found, DnsTemporaryError):
+    for host, found in zip(hosts, answers, strict=True):
+        if found is None:
             parts.append(f"{host} (DNS lookup failed)")
-        elif isinstance(found, BaseException):
-            raise found
         elif found:
             reachable = True
             parts.append(f"{host} ({', '.join(map(str, found[:MAX_ADDRESSES]))})")
         else:
             parts.append(f"{host} (no address)")
     if implicit and not reachable:
-        findings.append(
-            Finding(
-                "error",
-                subject,
-                f"{domain} has no MX and no A/AAAA record: report mails cannot be delivered",
-            )
+        text = f"{domain} has no MX and no A/AAAA record: report mails cannot be delivered"
+        return False, Finding("error", subject, text)
+    if implicit:
+        text = (
+            f"{domain} has no MX record; mail goes to its address records (RFC 5321 §5.1): "
+            f"{', '.join(parts)}"
         )
-    elif implicit:
-        findings.append(
-            Finding(
-                "ok",
-                subject,
-                f"{domain} has no MX record; mail goes to its "
-                f"address records (RFC 5321 §5.1): {', '.join(parts)}",
-            )
-        )
-    elif reachable:
-        findings.append(Finding("ok", subject, f"MX of {domain}: {', '.join(parts)}"))
-    else:
-        findings.append(
-            Finding("error", subject, f"no MX host of {domain} has an address: {', '.join(parts)}")
-        )
-    return reachable, findings
+        return True, Finding("ok", subject, text)
+    if reachable:
+        return True, Finding("ok", subject, f"MX of {domain}: {', '.join(parts)}")
+    text = f"no MX host of {domain} has an address: {', '.join(parts)}"
+    return False, Finding("error", subject, text)
 
 
 def render(result: RecordCheck) -> str:
@@ -364,10 +379,9 @@ def command(config_path: str | None, domain: str, as_json: bool) -> int:
         name = normalize_domain(domain)
     except ValueError as exc:
         raise ConfigError(f"check-record: {domain!r} is not a domain name: {exc}") from None
-    cfg_all = configmod.load(config_path)
-    cfg = reporter_config.from_config(cfg_all)
-    resolver = Resolver(DnsSettings.from_table(cfg_all.dns))
-    settings = HttpsSettings.from_table(cfg.https)
+    cfg = load_config(config_path)
+    resolver = Resolver(cfg.dns)
+    settings = cfg.reporter.https
     result = asyncio.run(check(name, resolver, settings))
     print(render_json(result) if as_json else render(result), end="")
     return EXIT_OK if result.usable else EXIT_FAILURE

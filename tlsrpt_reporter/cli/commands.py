@@ -1,37 +1,38 @@
 """The reporter's commands: ``build``, ``send``, ``run``, ``status``, ``check-config``.
 
 Each turns configuration into the objects of ``schedule`` / ``sending`` and reports the outcome
-in the operator's terms; exit codes as in shared/INTERFACE.md.
+in the operator's terms; exit codes as in shared/INTERFACE.md. ``check-config`` prints what
+``config.check`` finds: the findings themselves belong there, not here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-import os
 import random
-import shutil
 import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tlsrpt_reporter import exposition, logs
 from tlsrpt_reporter.cli import status_metrics
-from tlsrpt_reporter.config import loader as configmod
-from tlsrpt_reporter.config import reporter as reporter_config
-from tlsrpt_reporter.deliver import bulk_sign, dkim, https
+from tlsrpt_reporter.config import check as config_check
+from tlsrpt_reporter.config.load import load as load_config
+from tlsrpt_reporter.config.schema import DnsSettings, HttpsSettings, ReporterConfig
+from tlsrpt_reporter.deliver import bulk_sign, dkim
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
-from tlsrpt_reporter.deliver.resolver import DnsSettings, Resolver
+from tlsrpt_reporter.deliver.resolver import Resolver
 from tlsrpt_reporter.deliver.sender import Sender
-from tlsrpt_reporter.errors import ConfigError, TlsRptError, os_fix
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store import report_status
 from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
@@ -40,25 +41,25 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _RUN_TICK = 60.0
 
 
-def load(path: str | None, db: str | None = None) -> reporter_config.ReporterConfig:
+def load(path: str | None, db: str | None = None) -> ReporterConfig:
     """The reporter configuration; ``db`` replaces the sources with one collector database."""
-    cfg = reporter_config.from_config(configmod.load(path))
+    cfg = load_config(path).reporter
     if db is not None:
-        cfg = reporter_config.ReporterConfig(**{**cfg.__dict__, "sources": (db,)})
+        cfg = dataclasses.replace(cfg, sources=(db,))
     return cfg
 
 
-def _need_identity(cfg: reporter_config.ReporterConfig) -> None:
+def _need_identity(cfg: ReporterConfig) -> None:
     missing = [m for m in cfg.missing_identity() if m.startswith("reporter.") and "mail" not in m]
     if missing:
         raise ConfigError(f"cannot build reports without {', '.join(missing)}")
 
 
-def _dkim_keys(cfg: reporter_config.ReporterConfig) -> list[dkim.DkimKey]:
+def _dkim_keys(cfg: ReporterConfig) -> list[dkim.DkimKey]:
     return [dkim.DkimKey(k.domain, k.selector, Path(k.key), k.record) for k in cfg.mail.dkim]
 
 
-def _keys(cfg: reporter_config.ReporterConfig) -> list[dkim.LoadedKey]:
+def _keys(cfg: ReporterConfig) -> list[dkim.LoadedKey]:
     return [dkim.load_key(k) for k in _dkim_keys(cfg)]
 
 
@@ -73,7 +74,7 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
     rows, result = schedule.build_reports(cfg, day, data, time.time())
     out.mkdir(parents=True, exist_ok=True)
     # Unsigned here; signed below all at once, on every core.
-    sender = Sender(cfg, Resolver(DnsSettings()), https.HttpsSettings(), [])
+    sender = Sender(cfg, Resolver(DnsSettings()), HttpsSettings(), [])
     mails: list[tuple[Path, bytes]] = []
     for row in rows:
         (out / row["filename"]).write_bytes(row["gzip"])
@@ -109,17 +110,14 @@ def _mailto(record: str) -> str:
     return ""
 
 
-def _sender(cfg: reporter_config.ReporterConfig, dns_table: dict[str, Any]) -> Sender:
+def _sender(cfg: ReporterConfig, dns: DnsSettings) -> Sender:
     missing = cfg.missing_identity()
     if missing:
         raise ConfigError(f"refusing to send: set {', '.join(missing)} (see check-config)")
-    resolver = Resolver(DnsSettings.from_table(dns_table))
-    keys = _keys(cfg)
-    sender = Sender(cfg, resolver, https.HttpsSettings.from_table(cfg.https), keys)
-    return sender
+    return Sender(cfg, Resolver(dns), cfg.https, _keys(cfg))
 
 
-async def _self_check(sender: Sender, cfg: reporter_config.ReporterConfig) -> None:
+async def _self_check(sender: Sender, cfg: ReporterConfig) -> None:
     """Sign a sample with each key and verify it against the published record (strict tlsrpt
     mode); a key that does not match its record stops mail delivery."""
     for key, conf in zip(sender.keys, cfg.mail.dkim, strict=True):
@@ -135,11 +133,10 @@ async def _self_check(sender: Sender, cfg: reporter_config.ReporterConfig) -> No
             log.warning("DKIM key %s._domainkey.%s: %s", conf.selector, conf.domain, check.message)
 
 
-def _reporter(config_path: str | None) -> tuple[reporter_config.ReporterConfig, Sender]:
+def _reporter(config_path: str | None) -> tuple[ReporterConfig, Sender]:
     """The checked configuration and a sender ready to deliver (ConfigError otherwise)."""
-    cfg_all = configmod.load(config_path)
-    cfg = reporter_config.from_config(cfg_all)
-    return cfg, _sender(cfg, cfg_all.dns)
+    cfg = load_config(config_path)
+    return cfg.reporter, _sender(cfg.reporter, cfg.dns)
 
 
 def cmd_send(config_path: str | None, now: bool) -> int:
@@ -174,9 +171,7 @@ def cmd_run(config_path: str | None) -> int:
             conn.close()
 
 
-async def _run(
-    cfg: reporter_config.ReporterConfig, sender: Sender, conn: sqlite3.Connection
-) -> int:
+async def _run(cfg: ReporterConfig, sender: Sender, conn: sqlite3.Connection) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -208,7 +203,7 @@ def cmd_status(
 ) -> int:
     """Days, reports and deliveries from the state database; ``fmt`` is text, json or
     prometheus (``as_json`` is the older spelling of json)."""
-    cfg = reporter_config.from_config(configmod.load(config_path))
+    cfg = load_config(config_path).reporter
     if not Path(cfg.db).exists():
         raise TlsRptError(f"no reporter state at {cfg.db}: nothing was built yet")
     conn = state.connect(cfg.db)
@@ -236,36 +231,22 @@ def cmd_status(
     return EXIT_OK
 
 
-_STATUS_COUNTS = "SELECT status, count(*) FROM report WHERE day = ? GROUP BY status"
-_DELIVERY_COUNTS = (
-    "SELECT state, count(*) FROM delivery JOIN report ON report.id = delivery.report"
-    " WHERE report.day = ? GROUP BY state"
-)
-_LAST_ERRORS = (
-    "SELECT report.domain, delivery.destination, delivery.last_error FROM delivery"
-    " JOIN report ON report.id = delivery.report WHERE report.day = ?"
-    " AND delivery.last_error != '' ORDER BY delivery.next_attempt DESC LIMIT 5"
-)
-
-
 def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any]]:
     """The status table as data (also the ``--json`` output)."""
-    days = [d for (d,) in conn.execute("SELECT day FROM built_day ORDER BY day")]
-    if day is not None:
-        days = [d for d in days if d == day]
+    notes = report_status.built_days(conn)
+    days = [d for d in notes if day is None or d == day]
     out = []
     for d in days:
-        counts = dict(conn.execute(_STATUS_COUNTS, (d,)).fetchall())
-        deliveries = dict(conn.execute(_DELIVERY_COUNTS, (d,)).fetchall())
+        counts = report_status.report_counts(conn, d)
+        deliveries = report_status.delivery_counts(conn, d)
         errors = [
             f"{domain} -> {destination}: {error}"
-            for domain, destination, error in conn.execute(_LAST_ERRORS, (d,))
+            for domain, destination, error in report_status.last_errors(conn, d)
         ]
-        (note,) = conn.execute("SELECT note FROM built_day WHERE day = ?", (d,)).fetchone()
         out.append(
             {
                 "day": d,
-                "note": note or "",
+                "note": notes[d],
                 "total": sum(counts.values()),
                 "reports": counts,
                 "deliveries": deliveries,
@@ -277,94 +258,7 @@ def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any
 
 def cmd_check_config(config_path: str | None) -> int:
     """Say, line by line, what is missing or wrong for collecting and for sending."""
-    problems = 0
-
-    def say(level: str, text: str) -> None:
-        nonlocal problems
-        if level in ("error", "missing"):
-            problems += 1
-        print(f"{level:8} {text}")
-
-    try:
-        cfg_all = configmod.load(config_path)
-        cfg = reporter_config.from_config(cfg_all)
-    except ConfigError as exc:
-        say("error", str(exc))
-        return EXIT_USAGE
-    say("ok", f"configuration read from {cfg_all.source or 'defaults (no file)'}")
-    _check_collecting(cfg_all.collectd, say)
-    _check_sending(cfg_all, cfg, say)
-    return EXIT_USAGE if problems else EXIT_OK
-
-
-def _check_collecting(cd: configmod.CollectdConfig, say: Any) -> None:
-    places: tuple[tuple[str, Path], ...] = (
-        ("socket directory", Path(cd.socket).parent),
-        ("database directory", Path(cd.db).parent),
-    )
-    if cd.metrics_file:
-        places += (("metrics_file directory", Path(cd.metrics_file).parent),)
-    for what, path in places:
-        try:
-            found = path.is_dir()
-        except OSError as exc:  # a directory above it cannot be searched by this user
-            say("error", f"collecting: {what} {path}: {os_fix(exc, path)}")
-            continue
-        if not found:
-            say("error", f"collecting: {what} {path} does not exist: create it")
-        elif not os.access(path, os.W_OK | os.X_OK):
-            say("warning", f"collecting: {what} {path} is not writable by this user (the "
-                "collector's user must be able to write it)")  # fmt: skip
-        else:
-            say("ok", f"collecting: {what} {path} exists")
-
-
-def _check_sending(
-    cfg_all: configmod.Config, cfg: reporter_config.ReporterConfig, say: Any
-) -> None:
-    for item in cfg.missing_identity():
-        say("missing", f"sending: {item} is not set; reports are built but never sent")
-    for source in cfg.sources:
-        if sources.is_command(source):
-            program = sources.command_words(source, "2000-01-01")[0]
-            if shutil.which(program):
-                say("ok", f"source {source}: {program} found (not run now)")
-            else:
-                say("error", f"source {source}: cannot find {program}: install it or use a "
-                    "full path")  # fmt: skip
-            continue
-        try:
-            exists = Path(source).exists()
-        except OSError as exc:
-            say("error", f"source {source}: {os_fix(exc, source)}")
-            continue
-        say("ok" if exists else "warning", f"source {source}" + ("" if exists else
-            " does not exist yet (the collector creates it)"))  # fmt: skip
-    checks_of_tables: list[tuple[str, Callable[[], object]]] = [
-        ("dns", lambda: DnsSettings.from_table(cfg_all.dns)),
-        ("reporter.https", lambda: https.HttpsSettings.from_table(cfg.https)),
-    ]
-    for name, check_table in checks_of_tables:
-        try:
-            check_table()
-            say("ok", f"[{name}] settings")
-        except ConfigError as exc:
-            say("error", str(exc))
-    try:
-        keys = _keys(cfg)
-    except TlsRptError as exc:
-        say("error", f"DKIM: {exc}")
-        return
-    checks = []
-    for key, conf in zip(keys, cfg.mail.dkim, strict=True):
-        if not conf.record:
-            say("ok", f"DKIM key {conf.selector}._domainkey.{conf.domain} loads; its DNS record "
-                "is checked when the reporter starts")  # fmt: skip
-            continue
-        check = dkim.check_key(key, conf.record)
-        checks.append(check)
-        say({"ok": "ok", "warning": "warning"}.get(check.level, "error"),
-            f"DKIM {conf.selector}._domainkey.{conf.domain}: {check.message}")  # fmt: skip
-    if checks and cfg.mail.from_addr:
-        for problem in dkim.coverage_problems(checks, cfg.mail.from_addr):
-            say("warning", f"DKIM: {problem}")
+    findings = config_check.check_config(config_path)
+    for finding in findings:
+        print(finding)
+    return EXIT_USAGE if any(finding.problem for finding in findings) else EXIT_OK

@@ -46,9 +46,9 @@ def of_exception(exc: BaseException) -> str:
         return "refused"
     if isinstance(exc, mail.MailCompositionError | dkim.DkimError):
         return "local"
-    if isinstance(exc, https.DeliveryError) and exc.status is not None:
+    if isinstance(exc, https.HttpsDeliveryError) and exc.status is not None:
         return _http_kind(exc.status // 100)
-    if isinstance(exc, smtp.DeliveryError):
+    if isinstance(exc, smtp.SmtpDeliveryError):
         match = _SMTP_CODE.search(exc.reply)
         if match:
             return f"smtp-{match.group(1)}xx"
@@ -60,7 +60,7 @@ def of_exception(exc: BaseException) -> str:
     for kind, types in _CAUSE_KINDS:
         if any(isinstance(cause, types) for cause in causes):
             return kind
-    if isinstance(exc, smtp.DeliveryError) and exc.stage == "connect":
+    if isinstance(exc, smtp.SmtpDeliveryError) and exc.stage == "connect":
         return "connect"
     return of_text(str(exc))
 

@@ -7,28 +7,25 @@ name from the URI.
 
 It must not resolve names itself (a second lookup could answer differently: DNS rebinding), follow
 redirects, take proxies or credentials from the environment, or retry: retries and their backoff
-belong to the scheduler (RFC 8460 §5.5), which reads :attr:`DeliveryError.permanent`.
+belong to the scheduler (RFC 8460 §5.5), which reads :attr:`HttpsDeliveryError.permanent`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import math
-import os
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import certifi
 import httpx
 
 from tlsrpt_reporter import __version__
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.config.schema import HttpsSettings
+from tlsrpt_reporter.errors import DeliveryError, TlsRptError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolve = Callable[[str], Awaitable[list[IPAddress]]]
 
 # RFC 8460 §5.4: the gzip-compressed report is the POST body, with this media type.
@@ -44,10 +41,8 @@ _ERROR_BODY_CHARS = 200
 # NAT64's well-known prefix (RFC 6052) embeds an IPv4 address that a NAT64 gateway will reach.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
-_KEYS = ("timeout", "allow_private", "verify_certificates", "max_response_bytes", "ca_file")
 
-
-class DeliveryError(TlsRptError):
+class HttpsDeliveryError(DeliveryError):
     """An HTTPS delivery attempt failed.
 
     ``permanent`` tells the scheduler not to retry: the destination can never be used as it is
@@ -64,21 +59,20 @@ class DeliveryError(TlsRptError):
         status: int | None = None,
         permanent: bool = False,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, permanent=permanent)
         self.url = url
         self.address = address
         self.status = status
-        self.permanent = permanent
 
 
-class InvalidReportUrl(DeliveryError):
+class InvalidReportUrl(HttpsDeliveryError):
     """The rua is not an ``https:`` URI we may POST to; permanent."""
 
     def __init__(self, url: str, problem: str) -> None:
         super().__init__(f"cannot POST a report to {url!r}: {problem}", url=url, permanent=True)
 
 
-class ForbiddenAddress(DeliveryError):
+class ForbiddenAddress(HttpsDeliveryError):
     """The rua's host resolves to an address that is not global and not allowed; permanent.
 
     A TLS-RPT record can point a sender anywhere (RFC 8460 §7): without this check any domain
@@ -87,82 +81,6 @@ class ForbiddenAddress(DeliveryError):
 
     def __init__(self, message: str, *, url: str = "", address: str = "") -> None:
         super().__init__(message, url=url, address=address, permanent=True)
-
-
-@dataclass(frozen=True)
-class HttpsSettings:
-    """``[reporter.https]``: how reports are POSTed and where they may go."""
-
-    timeout: float = 30.0
-    allow_private: tuple[IPNetwork, ...] = ()
-    verify_certificates: bool = True
-    max_response_bytes: int = 65536
-    ca_file: str | None = None
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> HttpsSettings:
-        """Check the ``[reporter.https]`` table; ConfigError names ``reporter.https.<key>``."""
-        unknown = sorted(set(table) - set(_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"reporter.https.{unknown[0]}: unknown key; the known keys are {', '.join(_KEYS)}"
-            )
-        values: dict[str, Any] = {}
-        if "timeout" in table:
-            values["timeout"] = _positive_number("timeout", table["timeout"])
-        if "allow_private" in table:
-            values["allow_private"] = _networks(table["allow_private"])
-        if "verify_certificates" in table:
-            value = table["verify_certificates"]
-            if not isinstance(value, bool):
-                raise ConfigError(f"reporter.https.verify_certificates: {value!r} is not a boolean")
-            values["verify_certificates"] = value
-        if "max_response_bytes" in table:
-            value = table["max_response_bytes"]
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(
-                    f"reporter.https.max_response_bytes: {value!r} is not a positive integer"
-                )
-            values["max_response_bytes"] = value
-        if "ca_file" in table:
-            value = table["ca_file"]
-            if not isinstance(value, str):
-                raise ConfigError(f"reporter.https.ca_file: {value!r} is not a path")
-            if value and not os.path.isfile(value):
-                raise ConfigError(
-                    f"reporter.https.ca_file: {value!r} is not a file; name a PEM bundle of CA "
-                    "certificates, or leave it empty for the system store"
-                )
-            values["ca_file"] = value or None
-        return cls(**values)
-
-
-def _positive_number(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"reporter.https.{key}: {value!r} is not a number of seconds")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"reporter.https.{key}: {value!r} must be a positive number of seconds")
-    return float(value)
-
-
-def _networks(value: object) -> tuple[IPNetwork, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(
-            f'reporter.https.allow_private: {value!r} is not a list of CIDRs, e.g. ["10.0.0.0/8"]'
-        )
-    networks: list[IPNetwork] = []
-    for item in value:
-        if not isinstance(item, str):
-            raise ConfigError(f"reporter.https.allow_private: {item!r} is not a CIDR string")
-        try:
-            networks.append(ipaddress.ip_network(item.strip()))
-        except ValueError as exc:
-            # strict parsing: "127.0.0.1/8" is refused rather than silently widened or narrowed.
-            raise ConfigError(
-                f"reporter.https.allow_private: {item!r} is not a network ({exc}); "
-                'write the network address, e.g. "127.0.0.0/8"'
-            ) from None
-    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -258,7 +176,7 @@ def check_address(ip: IPAddress, settings: HttpsSettings) -> None:
     """Raise ForbiddenAddress unless ``ip`` is global or inside ``allow_private``.
 
     An IPv6 address that embeds an IPv4 one (IPv4-mapped, NAT64, 6to4) is judged by the IPv4
-    address too, so ``::ffff:127.0.0.1`` is loopback (RFC8460-SENDER §1, RFC 8460 §7).
+    address too, so ``::ffff:127.0.0.1`` is loopback (docs/sender-rules.md §1, RFC 8460 §7).
     """
     inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
     if _allowed(ip, settings) or (inner is not None and _allowed(inner, settings)):
@@ -293,11 +211,13 @@ async def checked_addresses(
         try:
             candidates = list(await resolve(target.host))
         except (TlsRptError, OSError) as exc:
-            raise DeliveryError(
+            raise HttpsDeliveryError(
                 f"POST {target.url}: cannot resolve {target.host}: {exc}", url=target.url
             ) from exc
         if not candidates:
-            raise DeliveryError(f"POST {target.url}: {target.host} has no address", url=target.url)
+            raise HttpsDeliveryError(
+                f"POST {target.url}: {target.host} has no address", url=target.url
+            )
     allowed, refusals = split_addresses(candidates, settings)
     if not allowed:
         raise ForbiddenAddress(
@@ -314,9 +234,10 @@ async def post_report(
     """POST the gzip report ``body`` to the https rua ``url`` (RFC 8460 §5.4).
 
     ``resolve`` maps a host name to its addresses (the project's DNS resolver; a TlsRptError or
-    OSError it raises becomes a retryable DeliveryError). Addresses that pass the check are tried in
-    order until one accepts a connection. Returns the 2xx answer; raises DeliveryError for
-    anything else: InvalidReportUrl and ForbiddenAddress are permanent, the rest retryable.
+    OSError it raises becomes a retryable HttpsDeliveryError). Addresses that pass the check are
+    tried in order until one accepts a connection. Returns the 2xx answer; raises
+    HttpsDeliveryError for anything else: InvalidReportUrl and ForbiddenAddress are permanent,
+    the rest retryable.
     """
     target = parse_report_url(url)
     addresses = await checked_addresses(target, settings, resolve)
@@ -325,7 +246,7 @@ async def post_report(
         async with asyncio.timeout(total):
             return await _post_first_reachable(target, addresses, body, settings)
     except TimeoutError:
-        raise DeliveryError(
+        raise HttpsDeliveryError(
             f"POST {url}: no complete answer within {total:g}s (reporter.https.timeout x "
             f"{TOTAL_TIMEOUT_FACTOR})",
             url=url,
@@ -333,7 +254,7 @@ async def post_report(
         ) from None
 
 
-class _ConnectFailed(DeliveryError):
+class _ConnectFailed(HttpsDeliveryError):
     """Nothing was sent to this address; the next one may be tried."""
 
 
@@ -348,7 +269,7 @@ async def _post_first_reachable(
             failures.append(exc)
     if len(failures) == 1:
         raise failures[0]
-    raise DeliveryError(
+    raise HttpsDeliveryError(
         "; ".join(str(exc) for exc in failures),
         url=target.url,
         address=", ".join(exc.address for exc in failures),
@@ -416,7 +337,9 @@ async def _post_to(
     try:
         request_url = target.parsed.copy_with(host=address, port=target.port)
     except httpx.InvalidURL as exc:  # e.g. an allow-listed link-local address with a zone
-        raise DeliveryError(f"{where}: cannot address {address}: {exc}", url=target.url) from None
+        raise HttpsDeliveryError(
+            f"{where}: cannot address {address}: {exc}", url=target.url
+        ) from None
     headers = {
         "Host": target.host_header,
         "Content-Type": CONTENT_TYPE,  # RFC 8460 §5.4
@@ -438,7 +361,7 @@ async def _post_to(
                 f"{where}: {_describe(exc, settings)}", url=target.url, address=address
             ) from exc
         except httpx.HTTPError as exc:
-            raise DeliveryError(
+            raise HttpsDeliveryError(
                 f"{where}: {_describe(exc, settings)}", url=target.url, address=address
             ) from exc
     reason = _printable(response.reason_phrase)
@@ -447,7 +370,7 @@ async def _post_to(
         snippet = _printable(data[:_ERROR_BODY_CHARS].decode("utf-8", "replace"))
         location = response.headers.get("Location")
         detail = f" (redirect to {_printable(location)}, not followed)" if location else ""
-        raise DeliveryError(
+        raise HttpsDeliveryError(
             f"{where}: HTTP {response.status_code} {reason}{detail}"
             + (f": {snippet}" if snippet else ""),
             url=target.url,

@@ -21,7 +21,7 @@ from datetime import datetime
 from email.utils import format_datetime
 
 from tlsrpt_reporter.domain import normalize_domain
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import DeliveryError
 
 __all__ = [
     "MEDIA_TYPE",
@@ -49,8 +49,14 @@ _MAX_LINE = 998  # RFC 5322 §2.1.1: a line MUST NOT exceed 998 characters
 _CRLF = b"\r\n"
 
 
-class MailCompositionError(TlsRptError):
-    """A value cannot be put into the report mail (it would corrupt or inject headers)."""
+class MailCompositionError(DeliveryError):
+    """A value cannot be put into the report mail (it would corrupt or inject headers).
+
+    Permanent: the same values fail the same way on every retry.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
 
 
 def check_domain(value: str, what: str) -> str:

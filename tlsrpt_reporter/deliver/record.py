@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from tlsrpt_reporter.domain import normalize_domain
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import InputError
 
 VERSION = "v=TLSRPTv1"
 # A record is a handful of URIs; anything this long is garbage or an attack on the parser.
@@ -58,7 +58,7 @@ _MAX_LOCAL_PART = 64
 _SHOW = 80
 
 
-class RecordError(TlsRptError):
+class RecordError(InputError):
     """The TXT record is not a valid TLSRPT record: the domain gets no report."""
 
 
@@ -161,24 +161,6 @@ def parse_record(text: str) -> TlsRptRecord:
     return TlsRptRecord(uris=uris, ignored=tuple(ignored))
 
 
-def normalize_record(text: str) -> str:
-    """A canonical spelling of a record, for comparing two spellings of the same record.
-
-    Blanks around ``;`` and ``,`` (inside rua fields) and a trailing ``;`` are removed, fields
-    are joined with ``"; "``. Works on any text, valid or not; it never raises.
-    """
-    fields = [field.strip(_WSP) for field in text.strip(_WSP).split(";")]
-    if len(fields) > 1 and not fields[-1]:
-        fields.pop()
-    out = [
-        "rua=" + ",".join(uri.strip(_WSP) for uri in field[4:].split(","))
-        if field.startswith("rua=")
-        else field
-        for field in fields
-    ]
-    return "; ".join(out)
-
-
 def _fields(text: str) -> list[str]:
     """The fields after the version, blanks around each stripped."""
     match = _VERSION_DELIM.match(text)
@@ -238,7 +220,7 @@ def _mailto(rest: str) -> list[ReportURI]:
     except UnicodeDecodeError:
         raise _Unusable("mailto address is not valid UTF-8 once percent-decoded") from None
     if any(unicodedata.category(char) == "Cc" for char in decoded):
-        # RFC8460-SENDER §1: an encoded CR/LF/NUL is a header-injection attempt.
+        # docs/sender-rules.md §1: an encoded CR/LF/NUL is a header-injection attempt.
         raise _Unusable("mailto address contains control characters (CR, LF, NUL...)")
     # RFC 6068 §2: to = addr-spec *("," addr-spec); the comma arrives here percent-decoded.
     return [ReportURI("mailto", _addr_spec(address)) for address in decoded.split(",")]

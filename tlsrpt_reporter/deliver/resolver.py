@@ -1,11 +1,12 @@
 """All DNS access of the reporter, through dnspython's asyncio resolver.
 
-This module owns the ``[dns]`` settings and every query the reporter makes: the TLSRPT TXT
-record (RFC 8460 §3), the A/AAAA addresses of an HTTPS rua host, the MX hosts of a mailto
-domain, and plain TXT (DKIM key records). It turns dnspython's outcomes into the distinction the
-callers need: "there is nothing" (NXDOMAIN, NODATA) is an answer, while SERVFAIL, timeouts and
-unreachable servers are temporary and mean "ask again later". It must not parse the records
-(tlsrpt_reporter.deliver.record does) nor decide where reports go.
+This module owns every query the reporter makes: the TLSRPT TXT record (RFC 8460 §3), the
+A/AAAA addresses of an HTTPS rua host, the MX hosts of a mailto domain, and plain TXT (DKIM key
+records), asked as the ``[dns]`` settings (``config.schema.DnsSettings``) say. It turns
+dnspython's outcomes into the distinction the callers need: "there is nothing" (NXDOMAIN,
+NODATA) is an answer, while SERVFAIL, timeouts and unreachable servers are temporary and mean
+"ask again later". It must not parse the records (tlsrpt_reporter.deliver.record does), decide
+where reports go, or check the settings (``config.load`` does).
 
 Names are queried as absolute names: no search list, no ndots, whatever resolv.conf says.
 """
@@ -17,7 +18,7 @@ import ipaddress
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import dns.asyncresolver
 import dns.exception
@@ -30,9 +31,10 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
+from tlsrpt_reporter.config.schema import DnsSettings
 from tlsrpt_reporter.deliver.record import is_tlsrpt_record, select_record
 from tlsrpt_reporter.domain import normalize_domain
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.errors import TlsRptError
 
 log = logging.getLogger("tlsrpt-reporter")
 
@@ -43,7 +45,6 @@ SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
 FALLBACK_NAMESERVER = "127.0.0.1"
 # DNS flag day 2020: an EDNS buffer that avoids IP fragmentation; larger answers go over TCP.
 _EDNS_PAYLOAD = 1232
-_MAX_TIMEOUT = 300.0
 _DETAIL_LENGTH = 300
 
 
@@ -53,29 +54,6 @@ class DnsError(TlsRptError):
 
 class DnsTemporaryError(DnsError):
     """SERVFAIL, timeout or no reachable nameserver: the question has no answer yet; retry."""
-
-
-@dataclass(frozen=True)
-class DnsSettings:
-    """The ``[dns]`` table: nameservers (empty: the system's), their port, a per-lookup timeout."""
-
-    nameservers: tuple[str, ...] = ()
-    port: int = 53
-    timeout: float = 5.0
-
-    @classmethod
-    def from_table(cls, table: dict[str, Any]) -> DnsSettings:
-        """Validate the raw ``[dns]`` table; a bad value raises ConfigError naming ``dns.<key>``."""
-        known = ("nameservers", "port", "timeout")
-        for key in table:
-            if key not in known:
-                raise ConfigError(f"unknown key dns.{key}; known keys: {', '.join(known)}")
-        settings = cls()
-        return cls(
-            nameservers=_nameservers(table.get("nameservers", list(settings.nameservers))),
-            port=_port(table.get("port", settings.port)),
-            timeout=_timeout(table.get("timeout", settings.timeout)),
-        )
 
 
 @dataclass(frozen=True)
@@ -135,7 +113,7 @@ class Resolver:
         try:
             answer = await self._query(qname, dns.rdatatype.TXT)
         except DnsTemporaryError as exc:
-            # RFC8460-SENDER §1: a temporary failure is "try again later", never "no record".
+            # docs/sender-rules.md §1: a temporary failure is "try again later", never "no record".
             return LookupResult("temporary", None, str(exc))
         texts = [_txt_text(rdata) for rdata in answer.rdatas if isinstance(rdata, TXT)]
         record = select_record(texts)
@@ -343,37 +321,3 @@ def _show(qname: dns.name.Name) -> str:
 def _brief(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= _DETAIL_LENGTH else text[:_DETAIL_LENGTH] + "..."
-
-
-def _nameservers(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise ConfigError(
-            f"dns.nameservers must be a list of IP addresses (empty: the system's), got {value!r}"
-        )
-    servers: list[str] = []
-    for item in value:
-        try:
-            if not isinstance(item, str):
-                raise ValueError(item)  # ip_address() would take 1 for "0.0.0.1"
-            servers.append(str(ipaddress.ip_address(item)))
-        except ValueError:
-            raise ConfigError(
-                f'dns.nameservers must hold IP addresses like "192.0.2.53", got {item!r}'
-            ) from None
-    return tuple(servers)
-
-
-def _port(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(f"dns.port must be a whole number between 1 and 65535, got {value!r}")
-    return value
-
-
-def _timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"dns.timeout must be a number of seconds, got {value!r}")
-    if not 0 < value <= _MAX_TIMEOUT:
-        raise ConfigError(
-            f"dns.timeout must be more than 0 and at most {_MAX_TIMEOUT:g} seconds, got {value!r}"
-        )
-    return float(value)

@@ -18,19 +18,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tlsrpt_reporter.config.reporter import ReporterConfig
-from tlsrpt_reporter.deliver import dkim, error_kinds, https, mail, smtp
+from tlsrpt_reporter.config.schema import HttpsSettings, ReporterConfig
+from tlsrpt_reporter.deliver import dkim, error_kinds, https, mail, plan, smtp
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
 from tlsrpt_reporter.deliver.resolver import Resolver
-from tlsrpt_reporter.schedule.build import Progress, backoff
+from tlsrpt_reporter.errors import DeliveryError
+from tlsrpt_reporter.logs import Progress
+from tlsrpt_reporter.schedule.timing import backoff
 from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
 
-_DELIVERY_ERRORS = (smtp.DeliveryError, https.DeliveryError)
-# A report whose mail cannot be composed or signed will not get better by waiting.
-_PERMANENT_ERRORS = (mail.MailCompositionError, dkim.DkimError)
-
+# What one attempt may raise and the scheduler records; a DKIM key that cannot sign fails the
+# same way on every retry.
+_DELIVERY_ERRORS = (DeliveryError, dkim.DkimError)
 
 # dnspython's wording for a server that did answer, with an error code ("answered SERVFAIL")
 _RCODE_ANSWER = re.compile(r"answered [A-Z]{4,}")
@@ -58,7 +59,7 @@ class Sender:
         self,
         cfg: ReporterConfig,
         resolver: Resolver,
-        https_settings: https.HttpsSettings,
+        https_settings: HttpsSettings,
         keys: list[dkim.LoadedKey],
         *,
         rng: random.Random | None = None,
@@ -130,17 +131,18 @@ class Sender:
             else:
                 self._dns_answered += 1
             if result.status == "temporary":
-                # RFC8460-SENDER §1: a temporary DNS failure is "later", never "no record".
-                first = row.first_attempt or now
-                if now - first >= self.cfg.retry_for:
+                # docs/sender-rules.md §1: a temporary DNS failure is "later", never "no record".
+                retry = plan.after_failure(
+                    row.attempts, row.first_attempt, now, self.cfg.retry_for, self.rng
+                )
+                if retry.give_up:
                     log.error("giving up on %s (%s): DNS kept failing: %s",
                               row.domain, row.day, result.detail)  # fmt: skip
                     state.set_report(conn, row.id, status="given-up", last_error=result.detail)
                     return
-                attempts = row.attempts + 1
                 state.set_report(
-                    conn, row.id, attempts=attempts, first_attempt=first,
-                    next_attempt=now + backoff(attempts, self.rng), last_error=result.detail,
+                    conn, row.id, attempts=retry.attempts, first_attempt=retry.first_attempt,
+                    next_attempt=retry.next_attempt, last_error=result.detail,
                 )  # fmt: skip
                 log.warning("DNS lookup for %s failed, retrying later: %s",
                             row.domain, result.detail)  # fmt: skip
@@ -160,23 +162,18 @@ class Sender:
             return
         for note in parsed.ignored:
             log.info("record of %s: %s", row.domain, note)
-        destinations: list[tuple[str, str, str]] = []
-        for uri in parsed.uris:
-            target = f"mailto:{uri.value}" if uri.scheme == "mailto" else uri.value
-            if state.sent_to_destination(conn, row.day, target) >= (
-                self.cfg.max_reports_per_destination
-            ):
-                # A record can point anybody's rua anywhere (RFC 8460 §7): cap the fan-in.
-                destinations.append((target, "given-up", "reporter.max_reports_per_destination"))
-                log.warning("not sending %s's report to %s: per-destination cap reached",
-                            row.domain, target)  # fmt: skip
-            else:
-                destinations.append((target, "pending", ""))
+        sent = {t: state.sent_to_destination(conn, row.day, t) for t in plan.targets(parsed)}
+        destinations = plan.destinations(parsed, sent, self.cfg.max_reports_per_destination)
+        for capped in (d for d in destinations if d.state == "given-up"):
+            log.warning("not sending %s's report to %s: per-destination cap reached",
+                        row.domain, capped.target)  # fmt: skip
         if not destinations:
             note = "; ".join(parsed.ignored) or "no usable rua"
             state.set_report(conn, row.id, status="no-destination", last_error=note)
             return
-        state.add_destinations(conn, row.id, destinations, now)
+        state.add_destinations(
+            conn, row.id, [(d.target, d.state, d.note) for d in destinations], now
+        )
         state.refresh_report_status(conn, row.id)
 
     async def _attempt(self, conn: sqlite3.Connection, delivery: state.DeliveryRow) -> str:
@@ -191,8 +188,8 @@ class Sender:
         row = state.report(conn, delivery.report)
         try:
             detail = await self._deliver(row, delivery.destination)
-        except (*_DELIVERY_ERRORS, *_PERMANENT_ERRORS) as exc:
-            permanent = isinstance(exc, _PERMANENT_ERRORS) or bool(getattr(exc, "permanent", False))
+        except _DELIVERY_ERRORS as exc:
+            permanent = exc.permanent if isinstance(exc, DeliveryError) else True
             if permanent or self.clock() - first >= self.cfg.retry_for:
                 outcome = "given-up"
             else:
@@ -214,11 +211,10 @@ class Sender:
 
     def _note_relay_problem(self, exc: BaseException) -> None:
         """Remember a failure of our own mail relay: it stops every mailto: report."""
-        server = str(getattr(exc, "server", "") or "")
-        if not server.startswith("relay "):
+        if not isinstance(exc, smtp.SmtpDeliveryError) or not exc.server.startswith("relay "):
             return
-        relay = server.removeprefix("relay ")
-        if getattr(exc, "stage", "") == "connect":
+        relay = exc.server.removeprefix("relay ")
+        if exc.stage == "connect":
             self._problems["relay"] = (
                 f"the mail relay {relay} cannot be reached ({exc}): start it, or fix "
                 "reporter.mail.relay"

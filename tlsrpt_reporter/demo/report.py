@@ -17,8 +17,8 @@ import dkim as dkimpy
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tlsrpt_reporter.config.reporter import DkimConfig, MailConfig, ReporterConfig
-from tlsrpt_reporter.deliver import dkim, https
+from tlsrpt_reporter.config.schema import DkimConfig, HttpsSettings, MailConfig, ReporterConfig
+from tlsrpt_reporter.deliver import dkim
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
 from tlsrpt_reporter.deliver.resolver import Resolver
 from tlsrpt_reporter.deliver.sender import Sender
@@ -111,7 +111,7 @@ async def run(workdir: Path, collector_db: Path, days: list[str]) -> int:
             state.insert_day(conn, day, now, rows)
             built += len(rows)
         print(f"5. built {built} reports (schema-validated), each to be DKIM-signed for mail")
-        settings = https.HttpsSettings(
+        settings = HttpsSettings(
             timeout=10.0,
             allow_private=(ipaddress.ip_network("127.0.0.0/8"),),
             ca_file=str(web.ca_file),

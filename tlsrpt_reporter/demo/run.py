@@ -71,7 +71,7 @@ def _run(workdir: Path) -> int:
         return 1
     conn = store.connect(db, create=False)
     try:
-        days = [r[0] for r in conn.execute("SELECT DISTINCT day FROM day_counter ORDER BY day")]
+        days = store.days(conn)
         lines = [line for day in days for line in store.iter_day(conn, day)]
         counters = collections.Counter[str]()
         for day in days:

@@ -1,4 +1,4 @@
-"""Seeded generator of realistic libtlsrpt datagrams, shaped like Postfix's (shared/POSTFIX.md).
+"""Seeded generator of realistic libtlsrpt datagrams, shaped like Postfix 3.10 sends them.
 
 One policy per datagram, zero or one failure detail, success datagrams without IP or MX
 fields, DANE policies keyed by the MX host. Used for the bundled sample, the benchmarks and

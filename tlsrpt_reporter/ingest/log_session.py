@@ -3,7 +3,7 @@
 The log adapters turn log lines into :class:`LogSession` values; each becomes the datagram the
 MTA would have sent through libtlsrpt, so it is counted by the very code the collector uses. A
 log never shows the `_smtp._tls` record: the datagram carries none and the reporter takes the
-record from DNS when it sends (shared/PROTOCOL.md: ``pr`` may be absent).
+record from DNS when it sends (docs/protocol.md: ``pr`` may be absent).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import ConfigError
 
 _MONTHS = {
     name: number
@@ -36,7 +36,7 @@ EXIM_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: ([+-]\d{4
 _FUTURE_SLACK = 2 * 86400
 
 
-class TimeZoneError(TlsRptError):
+class TimeZoneError(ConfigError):
     """The configured time zone does not exist."""
 
 

@@ -10,7 +10,6 @@ restart neither counts a line twice nor skips one.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 import select
@@ -31,6 +30,7 @@ from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
 from tlsrpt_reporter.ingest.postfix_log import PostfixAdapter
 from tlsrpt_reporter.ingest.replay import Folder
 from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import ingest_position as positions
 
 log = logging.getLogger("tlsrpt_reporter.ingest.logfile")
 
@@ -42,21 +42,6 @@ _REPORT_SECONDS = 600.0
 _READ_CHUNK = 1 << 20
 # A line longer than this is cut (and counted): no log line of interest comes close.
 MAX_LINE = 64 * 1024
-
-_POSITION_TABLE = """
-CREATE TABLE IF NOT EXISTS ingest_position (
-    path TEXT PRIMARY KEY,
-    format TEXT NOT NULL,
-    device INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    updated REAL NOT NULL
-)"""
-_SAVE_POSITION = (
-    "INSERT OR REPLACE INTO ingest_position"
-    "(path, format, device, inode, offset, state, updated) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 class Adapter(Protocol):
@@ -130,13 +115,12 @@ class _Run:
         )
 
     def flush(self, position: tuple[str, int, int, int] | None = None) -> None:
-        extra: tuple[tuple[str, store.Rows], ...] = ()
+        extra: tuple[store.Statement, ...] = ()
         if position is not None:
             path, device, inode, offset = position
-            years = self.clock.years.snapshot()
-            state = json.dumps({"adapter": self.adapter.snapshot(), "years": years})
-            row = (path, self.fmt, device, inode, offset, state, time.time())
-            extra = ((_SAVE_POSITION, [row]),)
+            state = {"adapter": self.adapter.snapshot(), "years": self.clock.years.snapshot()}
+            saved = positions.IngestPosition(device, inode, offset, state)
+            extra = (positions.save_statement(path, self.fmt, saved, time.time()),)
         self.folder.flush(extra)
         self.pending_lines = 0
         self.last_flush = time.monotonic()
@@ -247,31 +231,6 @@ def _stdin_chunks(stop: threading.Event) -> Iterator[bytes | None]:
 # ---- following one file across rotation -------------------------------------------------
 
 
-@dataclass
-class _Position:
-    device: int
-    inode: int
-    offset: int
-    state: dict[str, Any]
-
-
-def _ensure_table(conn: sqlite3.Connection) -> None:
-    # Not part of the collector's schema: only ingest-log reads or writes it, and an older
-    # collector never looks at it.
-    conn.execute(_POSITION_TABLE)
-
-
-def load_position(conn: sqlite3.Connection, path: str) -> _Position | None:
-    """The saved position of a followed file, or None."""
-    _ensure_table(conn)
-    row = conn.execute(
-        "SELECT device, inode, offset, state FROM ingest_position WHERE path = ?", (path,)
-    ).fetchone()
-    if row is None:
-        return None
-    return _Position(int(row[0]), int(row[1]), int(row[2]), json.loads(row[3]))
-
-
 class _Tail:
     """An open log file, read in whole lines, with the offset just past the last one."""
 
@@ -289,14 +248,19 @@ class _Tail:
         self.splitter = _Lines()
 
     def lines(self) -> list[bytes]:
-        """The complete lines written since the last call (at most about a MiB of them)."""
-        chunk = self.fh.read(_READ_CHUNK)
-        if not chunk:
-            return []
-        held = len(self.splitter.pending)
-        complete = self.splitter.feed(chunk)
-        self.offset += held + len(chunk) - len(self.splitter.pending)
-        return complete
+        """The complete lines written since the last call (at most about a MiB of them).
+
+        Empty only at the end of the file: a chunk that completes no line (the middle of an
+        over-long line being skipped) is not the end, and the callers take an empty answer
+        for "all read" (to look for rotation, or to stop reading a rotated file).
+        """
+        while chunk := self.fh.read(_READ_CHUNK):
+            held = len(self.splitter.pending)
+            complete = self.splitter.feed(chunk)
+            self.offset += held + len(chunk) - len(self.splitter.pending)
+            if complete:
+                return complete
+        return []
 
     def truncated(self) -> bool:
         """The file is now shorter than what was read (copytruncate rotation)."""
@@ -361,7 +325,7 @@ def follow(
     run = _Run(conn, fmt, tz_name)
     tail: _Tail | None = None
     try:
-        saved = load_position(conn, key)
+        saved = positions.load(conn, key)
         tail = _open_for_follow(path, saved, run, stop, from_end)
         if tail is not None:
             log.info("following %s (%s) from byte %d", path, fmt, tail.offset)
@@ -400,7 +364,11 @@ def follow(
 
 
 def _open_for_follow(
-    path: str, saved: _Position | None, run: _Run, stop: threading.Event, from_end: bool
+    path: str,
+    saved: positions.IngestPosition | None,
+    run: _Run,
+    stop: threading.Event,
+    from_end: bool,
 ) -> _Tail | None:
     """Open ``path`` where the last run stopped (waiting for it to appear if need be)."""
     key = os.path.abspath(path)

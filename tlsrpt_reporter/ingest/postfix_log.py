@@ -91,7 +91,7 @@ class PostfixAdapter:
             self.counts["not-postfix"] += 1
             return None
         program, msg = m[2], rest[m.end() :]
-        if program.endswith("/lmtp"):  # Postfix reports smtp only (shared/POSTFIX.md)
+        if program.endswith("/lmtp"):  # Postfix reports smtp only (docs/operating.md, "Postfix")
             self.counts["lmtp"] += 1
             return None
         key = f"{m[1]} {m[3]}"

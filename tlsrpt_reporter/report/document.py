@@ -1,6 +1,6 @@
 """RFC 8460 report building: a day's aggregates for one report domain -> report bytes.
 
-Pure code: export-shaped lines in (shared/INTERFACE.md; one or many sources, equal policies and
+Pure code: export-shaped lines in (docs/operating.md; one or many sources, equal policies and
 failure details are merged by adding), a frozen :class:`BuiltReport` out. No I/O, no clock.
 """
 
@@ -11,17 +11,14 @@ import gzip
 import hashlib
 import ipaddress
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tlsrpt_reporter.domain import normalize_domain
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
 from tlsrpt_reporter.model import DETAIL_FIELDS, RESULT_TYPES
 
-# RFC 5322 §3.2.3 atext, for the left side of a msg-id (RFC 8460 §5.3 Report-ID).
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _IP_FIELDS = ("sending-mta-ip", "receiving-ip")
 
 
@@ -119,7 +116,7 @@ def build(
         successful += counts[0]
         failed += counts[1]
         # Largest counts first, then a stable order; the cap keeps reports well under the
-        # 10 MB receivers accept (RFC8460-SENDER §3); the summary still counts every session.
+        # 10 MB receivers accept (docs/sender-rules.md §3); the summary still counts every session.
         ordered = sorted(details.items(), key=lambda kv: (-kv[1], kv[0]))
         capped += max(0, len(ordered) - max_failure_details)
         kept = ordered[:max_failure_details]
@@ -155,17 +152,17 @@ def build(
 
 def _check_identity(identity: Identity) -> None:
     if not identity.organization_name.strip():
-        raise ReportError("reporter.organization_name is empty: set your organisation's name")
+        raise ConfigError("reporter.organization_name is empty: set your organisation's name")
     local, _, domain = identity.contact_info.rpartition("@")
     if not local or not domain or any(c.isspace() or c in '<>"' for c in identity.contact_info):
-        raise ReportError(
+        raise ConfigError(
             f"reporter.contact_info {identity.contact_info!r} is not an address like "
             "tlsrpt@example.net"
         )
     try:
         normalize_domain(domain)
     except ValueError as exc:
-        raise ReportError(f"reporter.contact_info has a bad domain {domain!r}: {exc}") from None
+        raise ConfigError(f"reporter.contact_info has a bad domain {domain!r}: {exc}") from None
 
 
 # (policy-type, policy-domain, policy-string, mx-host) ; details keyed by their field tuple.
@@ -246,7 +243,7 @@ def _policy(key: _PolicyKey) -> dict[str, Any]:
 def _detail(fields: _DetailKey, count: int) -> dict[str, Any]:
     out: dict[str, Any] = {"result-type": fields[0]}
     for name, value in zip(DETAIL_FIELDS, fields[1:], strict=True):
-        if value:  # never null or "" (RFC8460-SENDER §3)
+        if value:  # never null or "" (docs/sender-rules.md §3)
             out[name] = value
     out["failed-session-count"] = count
     return out
@@ -301,13 +298,6 @@ def summary_text(report: BuiltReport, identity: Identity) -> str:
         f"Questions about this report: {identity.contact_info}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def check_report_id(value: str) -> None:
-    """Raise ReportError unless ``value`` is a msg-id without brackets (RFC 8460 §5.3)."""
-    left, _, right = value.partition("@")
-    if not _DOT_ATOM.fullmatch(left) or not _DOT_ATOM.fullmatch(right):
-        raise ReportError(f"Report-ID {value!r} is not a msg-id like left@right")
 
 
 def domains_of(lines: Sequence[Mapping[str, Any]], day: str) -> list[str]:

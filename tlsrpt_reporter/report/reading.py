@@ -22,9 +22,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import InputError
 
-# A report is a few MB at most (receivers cap at about 10 MB compressed, RFC8460-SENDER §3);
+# A report is a few MB at most (receivers cap at about 10 MB compressed, docs/sender-rules.md §3);
 # anything past this is not a report worth reading, or a bomb.
 MAX_REPORT_BYTES = 50 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
@@ -47,7 +47,7 @@ _MAIL_HEADERS = ("From", "Date", "Subject", "TLS-Report-Domain", "TLS-Report-Sub
 _TOP_KEYS = ("organization-name", "date-range", "contact-info", "report-id", "policies")
 
 
-class ReportFileError(TlsRptError):
+class ReportFileError(InputError):
     """The bytes hold no readable TLS-RPT report; the message says what was found instead."""
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import InputError
 
 
-class SchemaError(TlsRptError):
+class SchemaError(InputError):
     """A report does not satisfy the shipped schema; it must not be sent."""
 
 

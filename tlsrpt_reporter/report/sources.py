@@ -47,7 +47,7 @@ class DayData:
     failed_sources: list[str] = field(default_factory=list)
 
 
-class SourceError(Exception):
+class SourceError(StoreError):
     """One source could not deliver the day; the message names the source and why."""
 
 
@@ -256,7 +256,7 @@ def days_with_data(sources: Sequence[str], now: float | None = None) -> list[str
         except StoreError:
             continue
         try:
-            days.update(row[0] for row in conn.execute("SELECT DISTINCT day FROM day_counter"))
+            days.update(store.days(conn))
         except sqlite3.Error:
             pass
         finally:

@@ -1,9 +1,9 @@
-"""When reports are built and sent: the reporter's decisions, with its I/O kept at the edges.
+"""Building finished days: read each day from the sources, build and check its reports, store
+them with their send times.
 
-A finished UTC day is built once (after ``grace``), each report gets its own send time inside
-``spread``, and each (report, destination) pair is retried with exponential backoff for up to
-``retry_for`` after its first attempt (RFC 8460 §4.1, §5.5). The pure helpers at the top make
-the decisions; :class:`Reporter` applies them to the state database and the network.
+A finished UTC day is built once (after ``grace``); each report gets its own send time inside
+``spread`` (RFC 8460 §4.1). The arithmetic is :mod:`.timing`'s; this module applies it to the
+sources and the state database.
 """
 
 from __future__ import annotations
@@ -13,55 +13,18 @@ import email.utils
 import logging
 import random
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsrpt_reporter.config.reporter import ReporterConfig
+from tlsrpt_reporter.config.schema import ReporterConfig
+from tlsrpt_reporter.logs import Progress
 from tlsrpt_reporter.report import document as report
 from tlsrpt_reporter.report import schema, sources
+from tlsrpt_reporter.schedule.timing import day_end, due_days, send_times
 from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
-
-_BACKOFF_FIRST = 60.0
-_BACKOFF_MAX = 4 * 3600.0
-
-
-# --- pure decisions ----------------------------------------------------------------------
-
-
-def send_times(count: int, start: float, spread: float, rng: random.Random) -> list[float]:
-    """One send time per report in [start, start + spread), drawn so that load is flat:
-    the window is cut into ``count`` equal slots and each report gets a random moment in its
-    own slot, in a random order (RFC 8460 §4.1: not everybody at 00:00)."""
-    if count == 0:
-        return []
-    slot = spread / count
-    times = [start + (i + rng.random()) * slot for i in range(count)]
-    rng.shuffle(times)
-    return times
-
-
-def backoff(attempts: int, rng: random.Random) -> float:
-    """Seconds to wait after the ``attempts``-th failed attempt: exponential with jitter
-    (RFC 8460 §5.5), so retries of many reports do not synchronise."""
-    base = min(_BACKOFF_FIRST * 2.0 ** max(0, attempts - 1), _BACKOFF_MAX)
-    return base * rng.uniform(0.75, 1.25)
-
-
-def day_end(day: str) -> float:
-    """The Unix time of the midnight that ends ``day``."""
-    return report.day_range(day)[1] + 1.0
-
-
-def due_days(
-    days: Sequence[str], built: Callable[[str], bool], now: float, grace: float
-) -> list[str]:
-    """Days that ended at least ``grace`` seconds ago and were not built yet."""
-    return [d for d in days if day_end(d) + grace <= now and not built(d)]
 
 
 def choose_record(records: dict[tuple[str, str], float], domain: str) -> str:
@@ -90,23 +53,6 @@ class BuildResult:
     capped: int = 0
     # Reports for MX hosts that are no recipient domain of the day (RFC 8460 §1.1).
     host_reports: int = 0
-
-
-class Progress:
-    """A one-line progress counter on a terminal; silent when output is not a terminal."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label = label
-        self.total = total
-        self.enabled = sys.stderr.isatty() and total > 20
-
-    def step(self, done: int) -> None:
-        """Show ``done`` of ``total``."""
-        if self.enabled and (done == self.total or done % 50 == 0):
-            sys.stderr.write(f"\r{self.label}: {done}/{self.total}")
-            if done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def build_reports(
@@ -139,7 +85,7 @@ def build_reports(
             result.skipped.append(domain)
             continue
         built = report.build(day, domain, by_domain[domain], identity, cfg.max_failure_details)
-        # Never send what a strict consumer would reject (RFC8460-SENDER §8).
+        # Never send what a strict consumer would reject (docs/sender-rules.md §8).
         schema.validate(built.document)
         result.capped += built.totals.capped
         if built.totals.capped:

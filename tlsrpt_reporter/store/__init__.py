@@ -1,6 +1,11 @@
-"""The SQLite store, and the only place with SQL: the collected aggregates (``collected``,
-written by the collector, read by the reporter) and the reporter's state of built reports and
-their deliveries (``reports``).
+"""The SQLite store, and the only place with SQL.
+
+The collector database: ``collected_schema`` (schema, migrations, opening), ``collected`` (the
+aggregates' writes and reads; re-exports the opening), ``collected_async`` (the daemon's writes
+and retention through aiosqlite), ``ingest_position`` (where ``ingest-log --follow`` stopped).
+The reporter's state of built reports and their deliveries: ``reports`` (schema and the
+builder's and sender's reads and writes), ``report_status`` (read-only summaries for
+``status``). ``tx``: the one transaction helper every write transaction goes through.
 
 May import ``wire`` (the aggregate it writes) and the shared core.
 """

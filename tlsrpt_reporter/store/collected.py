@@ -1,25 +1,10 @@
-"""The SQLite store: the contract between the collector (writer) and the reporter (reader).
+"""Writing and reading the collector database's aggregates: the flush's counter upserts
+(:func:`build_batch`, :func:`write`) and what the reporter and ``export`` read (:func:`iter_day`,
+:func:`day_counters`, :func:`records_last_seen`, :func:`days`).
 
-Schema, version 1 (``PRAGMA user_version``), WAL mode so that readers never block the writer:
-
-``policy_count``: one row per (day, domain, record, policy), keyed by (``day``, ``policy_key``)
-    (WITHOUT ROWID: one B-tree per upsert, and a day is one range).
-    ``policy_key`` (BLOB): a hash of the canonical key, so upserts need no wide index;
-    ``day`` (TEXT ``YYYY-MM-DD``, the UTC day the session was received or happened);
-    ``domain`` (the datagram's ``d``: lower-case A-label, no trailing dot);
-    ``record`` (the ``_smtp._tls`` TXT record as the MTA saw it, ``''`` when none);
-    ``policy_type`` (``sts`` | ``tlsa`` | ``no-policy-found``); ``policy_domain``;
-    ``policy_string`` and ``mx_host`` (JSON arrays, in the order received);
-    ``successful_session_count``, ``failed_session_count`` (INTEGER);
-    ``first_seen``, ``last_seen`` (REAL, Unix time); the reporter takes the record seen last
-    (``max(last_seen)`` by domain and record) when a domain's record changed during the day.
-``failure_count``: one row per (policy row, failure detail), keyed by (``day``,
-    ``policy_key``, ``detail_key``).
-    ``policy_key`` (the parent row), ``detail_key`` (hash of the detail), ``day``,
-    ``result_type`` (one of RFC 8460's eleven), the six optional RFC 8460 fields as columns
-    named with underscores (NULL when unknown), ``failed_session_count``.
-``day_counter``: (``day``, ``name``) -> ``value``: received, accepted, rejected,
-    ``rejected:<reason>``, sessions, failures, failure-details and the decoder's notes.
+The schema, its migrations and opening the database are ``collected_schema``'s (re-exported
+here: ``collected.connect`` opens the database); the daemon's asynchronous writes and retention
+are ``collected_async``'s; the log follower's positions are ``ingest_position``'s.
 
 Writers add to counters with upserts inside one transaction per flush, so a crash loses at most
 the flush that was in flight and never leaves half of one. This module does no scheduling and
@@ -28,62 +13,41 @@ knows nothing of sockets.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter.errors import StoreError, os_fix
+from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.model import FailureDetail, Policy
+from tlsrpt_reporter.store.collected_schema import SCHEMA_VERSION, connect, explain, migrate
+from tlsrpt_reporter.store.tx import transaction
 from tlsrpt_reporter.wire.aggregate import Aggregate, PolicyKey
 
-SCHEMA_VERSION = 1
-
-_MIGRATIONS: tuple[str, ...] = (
-    # 0 -> 1
-    """
-    CREATE TABLE policy_count (
-        day TEXT NOT NULL,
-        policy_key BLOB NOT NULL,
-        domain TEXT NOT NULL,
-        record TEXT NOT NULL,
-        policy_type TEXT NOT NULL,
-        policy_domain TEXT NOT NULL,
-        policy_string TEXT NOT NULL,
-        mx_host TEXT NOT NULL,
-        successful_session_count INTEGER NOT NULL,
-        failed_session_count INTEGER NOT NULL,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        PRIMARY KEY (day, policy_key)
-    ) WITHOUT ROWID;
-    CREATE TABLE failure_count (
-        day TEXT NOT NULL,
-        policy_key BLOB NOT NULL,
-        detail_key BLOB NOT NULL,
-        result_type TEXT NOT NULL,
-        sending_mta_ip TEXT,
-        receiving_mx_hostname TEXT,
-        receiving_mx_helo TEXT,
-        receiving_ip TEXT,
-        additional_information TEXT,
-        failure_reason_code TEXT,
-        failed_session_count INTEGER NOT NULL,
-        PRIMARY KEY (day, policy_key, detail_key)
-    ) WITHOUT ROWID;
-    CREATE TABLE day_counter (
-        day TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value INTEGER NOT NULL,
-        PRIMARY KEY (day, name)
-    ) WITHOUT ROWID;
-    """,
-)
+__all__ = [
+    # SCHEMA_VERSION, connect, explain and migrate are collected_schema's, re-exported so
+    # that callers open, write and read the database through this one module.
+    "SCHEMA_VERSION",
+    "UPSERT_COUNTER",
+    "UPSERT_DETAIL",
+    "UPSERT_POLICY",
+    "Rows",
+    "Statement",
+    "WriteBatch",
+    "build_batch",
+    "connect",
+    "day_counters",
+    "days",
+    "detail_key",
+    "explain",
+    "iter_day",
+    "migrate",
+    "policy_key",
+    "records_last_seen",
+    "write",
+]
 
 UPSERT_POLICY = """
 INSERT INTO policy_count (policy_key, day, domain, record, policy_type, policy_domain,
@@ -109,12 +73,6 @@ UPSERT_COUNTER = """
 INSERT INTO day_counter (day, name, value) VALUES (?, ?, ?)
 ON CONFLICT (day, name) DO UPDATE SET value = value + excluded.value
 """
-
-PRUNE = (
-    "DELETE FROM failure_count WHERE day < ?",
-    "DELETE FROM policy_count WHERE day < ?",
-    "DELETE FROM day_counter WHERE day < ?",
-)
 
 
 def policy_key(key: PolicyKey) -> bytes:
@@ -147,6 +105,8 @@ _POLICY_KEYS: dict[PolicyKey, bytes] = {}
 _KEY_CACHE_LIMIT = 5_000
 
 Rows = Iterable[tuple[Any, ...]]
+# One statement of a write batch and its parameter rows (``executemany``).
+Statement = tuple[str, Rows]
 
 
 @dataclass(frozen=True)
@@ -154,7 +114,7 @@ class WriteBatch:
     """The upserts of one flush; rows are produced lazily, so a large flush never holds a
     second copy of the aggregate in memory. A batch can be written once."""
 
-    statements: tuple[tuple[str, Rows], ...]
+    statements: tuple[Statement, ...]
 
 
 def build_batch(agg: Aggregate) -> WriteBatch:
@@ -204,120 +164,18 @@ def _detail_rows(agg: Aggregate) -> Iterator[tuple[Any, ...]]:
         )
 
 
-def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
-    """Open (and with ``create``, create and migrate) the store at ``path``.
-
-    Raises StoreError naming the path and the likely fix.
-    """
-    path = Path(path)
-    if not create and not path.exists():
-        raise StoreError(f"no collector database at {path}: check --db or [collectd] db")
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {path}: {explain(path, exc)}") from None
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        if create:
-            migrate(conn)
-        else:
-            _check_version(conn)
-    except StoreError as exc:
-        conn.close()
-        raise StoreError(f"database {path}: {exc}") from None
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"cannot open database {path}: {explain(path, exc)}") from None
-    return conn
-
-
-def explain(path: str | Path, exc: sqlite3.Error) -> str:
-    """SQLite's error about the database file ``path`` with the likely cause and fix."""
-    path = Path(path)
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return (
-            f"{text}: another process has held a write lock for over 10 s (an import writing "
-            f"to it, or a stuck process): try again; 'fuser {path}' shows who holds it"
-        )
-    if "full" in text:
-        return f"{text}: the file system of {path} is full: free some space"
-    if "not a database" in text:
-        return f"{text}: {path} is not a SQLite database: check the path"
-    if "unable to open" in text or "readonly" in text or "I/O error" in text:
-        # SQLite does not say which file or why: find the first thing in the way.
-        for target, need in ((path.parent, os.W_OK | os.X_OK), (path, os.R_OK | os.W_OK)):
-            if not target.exists():
-                if target == path.parent:
-                    return f"{text}: {os_fix(FileNotFoundError(errno.ENOENT, ''), target)}"
-                continue
-            if not os.access(target, need):
-                return f"{text}: {os_fix(PermissionError(errno.EACCES, ''), target)}"
-    return text
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to :data:`SCHEMA_VERSION` and switch to WAL (idempotent)."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"schema version {version} is newer than this program's ({SCHEMA_VERSION}): "
-            "upgrade tlsrpt-reporter"
-        )
-    # WAL: the reporter reads while the collector writes, and a SIGKILL never corrupts.
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    # Policy keys are hashes, so upserts land on random pages: a larger page cache (8 MiB,
-    # used only as the table grows) keeps them in memory.
-    conn.execute("PRAGMA cache_size = -8192")
-    # Truncate the WAL after checkpoints: a long outage must not leave a huge file behind.
-    conn.execute("PRAGMA journal_size_limit = 67108864")
-    for target in range(version, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-
-def _check_version(conn: sqlite3.Connection) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"schema version {version} is newer than this program's ({SCHEMA_VERSION}): "
-            "upgrade tlsrpt-reporter"
-        )
-    if version < SCHEMA_VERSION:
-        raise StoreError(
-            f"schema version {version} is older than this program's ({SCHEMA_VERSION}): "
-            "start the upgraded tlsrpt-collectd once to migrate it"
-        )
-
-
 def write(conn: sqlite3.Connection, batch: WriteBatch) -> None:
-    """Apply a batch in one transaction (synchronous; the daemon does the same via aiosqlite).
+    """Apply a batch in one transaction (synchronous; the daemon does the same through
+    ``collected_async.write``).
 
     Raises StoreError naming the file, the cause and the fix when SQLite refuses.
     """
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        with transaction(conn):
+            for sql, rows in batch.statements:
+                conn.executemany(sql, rows)
     except sqlite3.Error as exc:
         raise _write_error(conn, exc) from None
-    try:
-        for sql, rows in batch.statements:
-            conn.executemany(sql, rows)
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
-        raise _write_error(conn, exc) from None
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _write_error(conn: sqlite3.Connection, exc: sqlite3.Error) -> StoreError:
@@ -332,16 +190,10 @@ def _file_of(conn: sqlite3.Connection) -> str:
     return "(unknown)"
 
 
-def prune(conn: sqlite3.Connection, before_day: str) -> None:
-    """Delete every day older than ``before_day`` (retention)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for sql in PRUNE:
-            conn.execute(sql, (before_day,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+def days(conn: sqlite3.Connection) -> list[str]:
+    """Every day the database holds counters for (``YYYY-MM-DD``), in order."""
+    rows = conn.execute("SELECT DISTINCT day FROM day_counter ORDER BY day")
+    return [day for (day,) in rows]
 
 
 def day_counters(conn: sqlite3.Connection, day: str) -> dict[str, int]:

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter.errors import StoreError, TlsRptError
+from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store.tx import transaction
 
 SCHEMA_VERSION = 2
 
@@ -79,7 +80,7 @@ CREATE INDEX delivery_due ON delivery (state, next_attempt);
 """
 
 
-class LockedError(TlsRptError):
+class LockedError(StoreError):
     """Another reporter process works on this state database."""
 
 
@@ -129,19 +130,19 @@ def connect(path: str | Path) -> sqlite3.Connection:
                 f"program's ({SCHEMA_VERSION}): upgrade tlsrpt-reporter"
             )
         if version == 0:
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        elif version == 1:
-            conn.execute("BEGIN IMMEDIATE")
-            # Read again under the write lock: `status` may migrate while `run` starts.
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
-                conn.execute("ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''")
+            with transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+        elif version == 1:
+            with transaction(conn):
+                # Read again under the write lock: `status` may migrate while `run` starts.
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                    conn.execute(
+                        "ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''"
+                    )
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open state database {path}: {store.explain(path, exc)}") from None
     return conn
@@ -185,8 +186,7 @@ def insert_day(
     conn: sqlite3.Connection, day: str, now: float, reports: list[dict[str, Any]], note: str = ""
 ) -> None:
     """Store a built day and its reports in one transaction (all or nothing)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         for r in reports:
             conn.execute(
                 "INSERT INTO report (day, domain, report_id, message_id, date, filename, gzip,"
@@ -199,10 +199,6 @@ def insert_day(
             "INSERT INTO built_day (day, built_at, reports, note) VALUES (?, ?, ?, ?)",
             (day, now, len(reports), note),
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 _REPORT_COLUMNS = (
@@ -253,8 +249,7 @@ def add_destinations(
     conn: sqlite3.Connection, report_id: int, destinations: list[tuple[str, str, str]], now: float
 ) -> None:
     """Create the delivery rows (destination, state, detail) and mark the report sending."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         for destination, state, detail in destinations:
             conn.execute(
                 "INSERT OR IGNORE INTO delivery (report, destination, state, next_attempt,"
@@ -262,10 +257,6 @@ def add_destinations(
                 (report_id, destination, state, now, detail),
             )
         conn.execute("UPDATE report SET status = 'sending' WHERE id = ?", (report_id,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[DeliveryRow]:

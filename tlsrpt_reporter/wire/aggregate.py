@@ -2,7 +2,7 @@
 
 Pure bookkeeping (no I/O, no clock): the caller passes the UTC day and receive time. The
 collector folds datagrams in here and periodically takes the contents to the store; replay and
-log adapters use the same code, so every input counts sessions the same way (PROTOCOL.md
+log adapters use the same code, so every input counts sessions the same way (docs/protocol.md
 "How one datagram counts").
 """
 
@@ -79,7 +79,7 @@ class Aggregate:
         """Fold ``times`` identical copies of one accepted datagram in, seen between
         ``first_seen`` (default ``now``) and ``now``; False when dropped for lack of room.
 
-        Counting per PROTOCOL.md: one session per policy, failed when its `f` is 1, and one
+        Counting per docs/protocol.md: one session per policy, failed when its `f` is 1, and one
         count per failure detail entry.
         """
         full = len(self) + self.reserved >= self.max_keys

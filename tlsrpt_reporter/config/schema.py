@@ -1,0 +1,144 @@
+"""The configuration's shape: one frozen dataclass per section or table of the TOML file.
+
+This module owns the names, types and defaults of every key (docs/operating.md lists them):
+``[collectd]``, ``[reporter]``, ``[reporter.mail]``, ``[[reporter.mail.dkim]]``,
+``[reporter.https]`` and ``[dns]``, and :class:`Config` holding them all. ``HttpsSettings``
+and ``DnsSettings`` are the objects ``deliver.https`` and ``deliver.resolver`` work with.
+
+It must not read files or check values: ``config.load`` builds these objects from the TOML
+file and refuses what does not fit; code that builds them directly (tests, the demo) is
+trusted to pass sensible values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+RECORD_SOURCES = ("datagram", "dns")
+
+
+@dataclass(frozen=True)
+class CollectdConfig:
+    """The ``[collectd]`` section."""
+
+    # Inside Postfix's queue directory, so chrooted smtp(8) reaches it as run/tlsrpt/tlsrpt.sock.
+    socket: str = "/var/spool/postfix/run/tlsrpt/tlsrpt.sock"
+    socket_mode: int = 0o660
+    # A group name, or a gid as digits (a chrooted Postfix may run with a gid the host lacks).
+    socket_group: str = ""
+    # Who may write, checked per datagram through SO_PASSCRED: a datagram passes when its
+    # sender's uid is in allowed_users or its gid in allowed_groups. Entries are names (resolved
+    # by the collector at start) or numeric ids; both empty = whoever the file mode lets in.
+    allowed_users: tuple[str | int, ...] = ()
+    allowed_groups: tuple[str | int, ...] = ()
+    db: str = "/var/lib/tlsrpt-reporter/collectd.sqlite"
+    flush_interval: float = 1.0
+    retention_days: int = 14
+    # PROTOCOL.md: libtlsrpt datagrams reach ~200 KB at most; anything larger is rejected.
+    max_datagram_size: int = 262_144
+    # Memory bounds while the database cannot be written, and while the decoder lags behind.
+    max_pending_keys: int = 2_000_000
+    max_backlog_bytes: int = 256 * 1024 * 1024
+    log_level: str = "info"
+    # Counters in Prometheus text format for node-exporter's textfile collector; "" = off.
+    metrics_file: str = ""
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """One ``[[reporter.mail.dkim]]`` table: one signature on every report mail."""
+
+    domain: str
+    selector: str
+    key: str
+    # The published TXT record, to check the key against without DNS; "" = look it up.
+    record: str = ""
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    """``[reporter.mail]``; ``from_addr`` is the file's ``from`` (a Python keyword)."""
+
+    from_addr: str = ""
+    envelope_from: str = ""
+    relay: str = "localhost:25"
+    relay_starttls: bool = False
+    relay_username: str = ""
+    relay_password_file: str = ""
+    helo_name: str = ""
+    dkim: tuple[DkimConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class HttpsSettings:
+    """``[reporter.https]``: how reports are POSTed and where they may go."""
+
+    timeout: float = 30.0
+    allow_private: tuple[IPNetwork, ...] = ()
+    verify_certificates: bool = True
+    max_response_bytes: int = 65536
+    # None = the certifi bundle; the file's "" means the same.
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ReporterConfig:
+    """``[reporter]``; ``sources`` empty means the collector's own database (the loader fills
+    it in from ``collectd.db``)."""
+
+    organization_name: str = ""
+    contact_info: str = ""
+    sources: tuple[str, ...] = ()
+    db: str = "/var/lib/tlsrpt-reporter/reporter.sqlite"
+    grace: float = 1800.0
+    spread: float = 14400.0
+    retry_for: float = 86400.0
+    # A source that fails postpones its day this long after grace; then the day is built with
+    # what arrived (and the gap logged). source_timeout bounds one read of a cmd: source.
+    source_deadline: float = 21600.0
+    source_timeout: float = 300.0
+    max_failure_details: int = 1000
+    record_source: str = "datagram"
+    never_report: tuple[str, ...] = ()
+    max_reports_per_destination: int = 1000
+    # RFC 8460 §1.1: also report DANE policies to the MX host they name, when it has a record.
+    mx_host_reports: bool = True
+    mail: MailConfig = field(default_factory=MailConfig)
+    https: HttpsSettings = field(default_factory=HttpsSettings)
+
+    def missing_identity(self) -> list[str]:
+        """What must be set before anything may be sent (empty when complete)."""
+        missing = []
+        if not self.organization_name:
+            missing.append("reporter.organization_name")
+        if not self.contact_info:
+            missing.append("reporter.contact_info")
+        if not self.mail.from_addr:
+            missing.append("reporter.mail.from")
+        if not self.mail.dkim:
+            missing.append("[[reporter.mail.dkim]] (at least one key)")
+        return missing
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """The ``[dns]`` table: nameservers (empty: the system's), their port, a per-lookup timeout."""
+
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole file; ``source`` is the file read, or None when defaults were used."""
+
+    collectd: CollectdConfig = field(default_factory=CollectdConfig)
+    reporter: ReporterConfig = field(default_factory=ReporterConfig)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    source: Path | None = None

@@ -1,0 +1,54 @@
+"""The one way the project opens a write transaction on SQLite: :func:`transaction` for sqlite3
+connections and its twin :func:`async_transaction` for the collector daemon's aiosqlite one.
+
+Both take the write lock at once (``BEGIN IMMEDIATE``): a deferred transaction that reads first
+fails at once with "database is locked" when it comes to write after another connection wrote
+(its snapshot is stale, so SQLite cannot wait), whereas a lock asked for at the start waits out
+the busy timeout. The connection must be in autocommit mode (``isolation_level=None``), as every
+connection of the store is, so that the sqlite3 module opens no transaction of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``with transaction(conn): ...``: BEGIN IMMEDIATE, COMMIT when the block ends, ROLLBACK
+    when it raises (any exception, KeyboardInterrupt included), the exception re-raised.
+
+    A failing BEGIN raises before the block runs. A failing COMMIT rolls back and raises.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk, an I/O error): then
+        # ROLLBACK fails with "no transaction is active", which must not hide the real error.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextlib.asynccontextmanager
+async def async_transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """``async with async_transaction(db): ...``: :func:`transaction` for an aiosqlite
+    connection; BEGIN and COMMIT are one round trip to aiosqlite's thread each."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        await db.execute("COMMIT")
+    except BaseException:
+        # As above; a cancelled flush also rolls back (aiosqlite runs the ROLLBACK after the
+        # statement it was cancelled in, in order).
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
