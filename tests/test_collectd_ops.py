@@ -19,8 +19,8 @@ import pytest
 from conftest import Collector, send_all, write_config
 from test_collectd import ok
 
-from tlsrpt_collectd.daemon import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.daemon import Collector as Daemon
+from tlsrpt_collectd.intake import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.receiver import Receiver
 from tlsrpt_reporter.config.schema import CollectdConfig
 from tlsrpt_reporter.store import collected as store
@@ -232,8 +232,8 @@ def test_counts_on_both_sides_of_utc_midnight_land_on_their_own_days(tmp_path: P
     db = tmp_path / "c.sqlite"
     store.connect(db).close()
     daemon = Daemon(CollectdConfig(db=str(db)))
-    daemon._buf += frames
-    daemon._consume()
+    daemon.intake.buf += frames
+    daemon.intake.consume()
 
     async def flush() -> bool:
         async with aiosqlite.connect(db, isolation_level=None) as conn:

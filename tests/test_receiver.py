@@ -10,8 +10,8 @@ from pathlib import Path
 from conftest import send_all
 from test_collectd import ok
 
-from tlsrpt_collectd.daemon import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.daemon import Collector as Daemon
+from tlsrpt_collectd.intake import SENDER_NOT_ALLOWED
 from tlsrpt_collectd.receiver import (
     DENIED_ENTRY,
     ENTRY,
@@ -151,15 +151,15 @@ def test_senders_not_allowed_are_counted_by_uid_and_gid_and_never_handed_over(
     assert b"stranger" not in data, "a denied datagram's bytes never reach the daemon"
 
     daemon = Daemon(CollectdConfig(max_datagram_size=4096))
-    daemon._buf += data
-    daemon._consume()
+    daemon.intake.buf += data
+    daemon.intake.consume()
     day = time.strftime("%Y-%m-%d", time.gmtime())
     assert daemon.counters.rejected == {SENDER_NOT_ALLOWED: 4}
     assert daemon.counters.received == 6
-    daemon._fold_front()
+    daemon.intake.fold()
     assert daemon.counters.accepted == 2
-    assert daemon.agg.counters[(day, f"rejected:{SENDER_NOT_ALLOWED}")] == 4
-    assert daemon.agg.counters[(day, "rejected")] == 4
+    assert daemon.intake.agg.counters[(day, f"rejected:{SENDER_NOT_ALLOWED}")] == 4
+    assert daemon.intake.agg.counters[(day, "rejected")] == 4
 
 
 def test_without_credentials_nobody_passes(tmp_path: Path) -> None:

@@ -24,10 +24,10 @@ from typing import Literal
 from tlsrpt_reporter.config.load import load as load_config
 from tlsrpt_reporter.config.schema import HttpsSettings
 from tlsrpt_reporter.deliver import https_probe
+from tlsrpt_reporter.deliver.addresses import IPAddress
 from tlsrpt_reporter.deliver.https import (
     ForbiddenAddress,
     InvalidReportUrl,
-    IPAddress,
     ReportUrl,
     check_address,
     parse_report_url,

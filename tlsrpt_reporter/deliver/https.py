@@ -23,9 +23,10 @@ import httpx
 
 from tlsrpt_reporter import __version__
 from tlsrpt_reporter.config.schema import HttpsSettings
+from tlsrpt_reporter.deliver import addresses
+from tlsrpt_reporter.deliver.addresses import IPAddress
 from tlsrpt_reporter.errors import DeliveryError, TlsRptError
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str], Awaitable[list[IPAddress]]]
 
 # RFC 8460 §5.4: the gzip-compressed report is the POST body, with this media type.
@@ -37,9 +38,6 @@ TOTAL_TIMEOUT_FACTOR = 3
 
 # How much of a refusal's body goes into the error message (it ends up in logs and the state db).
 _ERROR_BODY_CHARS = 200
-
-# NAT64's well-known prefix (RFC 6052) embeds an IPv4 address that a NAT64 gateway will reach.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class HttpsDeliveryError(DeliveryError):
@@ -141,60 +139,12 @@ def parse_report_url(url: str) -> ReportUrl:
     return ReportUrl(url=url, host=host, port=port, ip_literal=ip_literal, parsed=parsed)
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address that traffic to ``ip`` ends up at, for the forms that carry one."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.sixtofour
-
-
-def _not_global(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public Internet address, or None when it is one."""
-    checks = (
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("multicast", ip.is_multicast),
-        ("link-local", ip.is_link_local),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
-        ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
-        ("not globally reachable", not ip.is_global),
-    )
-    for label, hit in checks:
-        if hit:
-            return label
-    return None
-
-
-def _allowed(ip: IPAddress, settings: HttpsSettings) -> bool:
-    return any(ip.version == net.version and ip in net for net in settings.allow_private)
-
-
 def check_address(ip: IPAddress, settings: HttpsSettings) -> None:
-    """Raise ForbiddenAddress unless ``ip`` is global or inside ``allow_private``.
-
-    An IPv6 address that embeds an IPv4 one (IPv4-mapped, NAT64, 6to4) is judged by the IPv4
-    address too, so ``::ffff:127.0.0.1`` is loopback (docs/sender-rules.md §1, RFC 8460 §7).
-    """
-    inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
-    if _allowed(ip, settings) or (inner is not None and _allowed(inner, settings)):
-        return
-    # An IPv4-mapped address is only a spelling of the IPv4 one (its ::ffff:0:0/96 wrapper is
-    # "reserved" to ipaddress); NAT64 and 6to4 must be global on both layers.
-    mapped = isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
-    for candidate in (inner,) if mapped else (inner, ip):
-        if candidate is None:
-            continue
-        why = _not_global(candidate)
-        if why is not None:
-            shown = str(ip) if candidate is ip else f"{ip} (IPv4 {candidate})"
-            raise ForbiddenAddress(
-                f"{shown} is {why}; report destinations must be public addresses unless "
-                "listed in reporter.https.allow_private",
-                address=str(ip),
-            )
+    """Raise ForbiddenAddress unless ``ip`` is global or inside ``allow_private``
+    (:func:`tlsrpt_reporter.deliver.addresses.refusal`; RFC 8460 §7)."""
+    why = addresses.refusal(ip, settings.allow_private, "reporter.https.allow_private")
+    if why is not None:
+        raise ForbiddenAddress(why, address=str(ip))
 
 
 async def checked_addresses(
