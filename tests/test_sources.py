@@ -19,6 +19,7 @@ from conftest import Collector, send_all, today
 from tlsrpt_reporter.cli import commands
 from tlsrpt_reporter.config.load import load
 from tlsrpt_reporter.config.schema import ReporterConfig
+from tlsrpt_reporter.config.source_syntax import command_words
 from tlsrpt_reporter.demo.run import sample_path
 from tlsrpt_reporter.errors import ConfigError
 from tlsrpt_reporter.report import sources
@@ -191,7 +192,7 @@ def test_command_output_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_day_is_substituted_after_splitting_so_it_stays_one_word(tmp_path: Path) -> None:
-    words = sources.command_words("cmd:ssh 'mta 2' tlsrpt-reporter export --day {day}", PAST_DAY)
+    words = command_words("cmd:ssh 'mta 2' tlsrpt-reporter export --day {day}", PAST_DAY)
     assert words == ["ssh", "mta 2", "tlsrpt-reporter", "export", "--day", PAST_DAY]
     bad = reporter_config(tmp_path / "bad.toml", ["cmd:ssh 'mta2"])
     with pytest.raises(ConfigError, match="cannot split the command"):

@@ -22,8 +22,8 @@ from typing import Literal
 
 from tlsrpt_reporter.config.load import load, load_collectd, override_collectd
 from tlsrpt_reporter.config.schema import CollectdConfig, Config, ReporterConfig
+from tlsrpt_reporter.config.source_syntax import command_words, is_command
 from tlsrpt_reporter.errors import ConfigError, TlsRptError, os_fix
-from tlsrpt_reporter.report import sources
 
 Level = Literal["ok", "warning", "missing", "error"]
 
@@ -103,8 +103,8 @@ def sending(cfg: Config, deferred: dict[str, ConfigError] | None = None) -> list
 
 
 def _source(source: str) -> Finding:
-    if sources.is_command(source):
-        program = sources.command_words(source, "2000-01-01")[0]
+    if is_command(source):
+        program = command_words(source, "2000-01-01")[0]
         if shutil.which(program):
             return Finding("ok", f"source {source}: {program} found (not run now)")
         return Finding("error", f"source {source}: cannot find {program}: install it or use a "

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import TypeGuard, TypeVar
 
 from tlsrpt_reporter.config.schema import LOG_LEVELS, RECORD_SOURCES, IPNetwork
+from tlsrpt_reporter.config.source_syntax import command_words, is_command
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
-from tlsrpt_reporter.report import sources
 
 T = TypeVar("T")
 Table = Mapping[str, object]
@@ -241,10 +241,10 @@ def source_list(name: str, value: object) -> tuple[str, ...]:
     """Collector databases and ``cmd:`` exports; a command must split into words."""
     entries = _strings(name, value)
     for source in entries:
-        if sources.is_command(source):
+        if is_command(source):
             try:
-                sources.command_words(source, "2000-01-01")
-            except sources.SourceError as exc:
+                command_words(source, "2000-01-01")
+            except ConfigError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
     return tuple(entries)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shlex
 import sqlite3
 import subprocess
 import time
@@ -22,12 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlsrpt_reporter.config.source_syntax import command_words, is_command
 from tlsrpt_reporter.domain import normalize_domain
-from tlsrpt_reporter.errors import StoreError
+from tlsrpt_reporter.errors import ConfigError, StoreError
 from tlsrpt_reporter.model import DETAIL_FIELDS, POLICY_TYPES, RESULT_TYPES
 from tlsrpt_reporter.store import collected as store
 
-CMD_PREFIX = "cmd:"
 # A command source cannot list its days: these finished days are asked for (one empty
 # answer costs one command run).
 CMD_LOOKBACK_DAYS = 3
@@ -49,22 +48,6 @@ class DayData:
 
 class SourceError(StoreError):
     """One source could not deliver the day; the message names the source and why."""
-
-
-def is_command(source: str) -> bool:
-    """True for a ``cmd:`` source."""
-    return source.startswith(CMD_PREFIX)
-
-
-def command_words(source: str, day: str) -> list[str]:
-    """The argv of a ``cmd:`` source for ``day``; raises SourceError when it cannot be split."""
-    try:
-        words = shlex.split(source[len(CMD_PREFIX) :])
-    except ValueError as exc:
-        raise SourceError(f"{source}: cannot split the command ({exc})") from None
-    if not words:
-        raise SourceError(f"{source}: empty command")
-    return [w.replace("{day}", day) for w in words]
 
 
 def read_day(sources: Sequence[str], day: str, timeout: float = 300.0) -> DayData:
@@ -106,7 +89,10 @@ def _read_database(source: str, day: str, data: DayData) -> None:
 
 def _run_command(source: str, day: str, timeout: float) -> list[dict[str, Any]]:
     """Run a ``cmd:`` source and check every line it prints; all or nothing."""
-    argv = command_words(source, day)
+    try:
+        argv = command_words(source, day)
+    except ConfigError as exc:
+        raise SourceError(str(exc)) from None
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
