@@ -51,11 +51,12 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dnsserver import DnsServer
-from httpsserver import HttpsTestServer
-from smtpserver import SmtpServer
+from support.paths import DATA
 
 from rigs import trixie
+from rigs.dnsserver import DnsServer
+from rigs.httpsserver import HttpsTestServer
+from rigs.smtpserver import SmtpServer
 from tlsrpt_reporter.cli import commands
 from tlsrpt_reporter.config.load import load as load_config
 from tlsrpt_reporter.deliver import dkim
@@ -617,7 +618,7 @@ def _sessions(postfix: Postfix, collector: CollectorProcess, day: str, out: Path
     emitting = 7  # the cases of the table that send a datagram, the rua domain's included
     collector.wait_counter(day, "accepted", emitting)
     # A writer the file permissions let in but the collector's allowed_users does not.
-    sample = (Path(__file__).parent.parent / "data" / "libtlsrpt-0.5.0rc1.jsonl").read_bytes()
+    sample = (DATA / "libtlsrpt-0.5.0rc1.jsonl").read_bytes()
     send_as_nobody(postfix.socket_path, sample.splitlines()[0], postfix.gid)
     collector.wait_counter(day, "rejected:sender-not-allowed", 1)
     time.sleep(1.0)  # two more flush intervals: a late datagram would show in the counts

@@ -1,7 +1,7 @@
 """What each RFC 8460 result type means for the receiving domain: likely cause and fix.
 
 Pure data for ``inspect`` (and anyone explaining a report to a human). docs/result-types.md
-carries the same texts word for word; tests/test_inspect.py checks that they agree, so change
+carries the same texts word for word; tests/report/test_inspect.py checks that they agree, so change
 both together. The codes themselves are RFC 8460 §4.3 (the IANA "Result Types" registry);
 :data:`tlsrpt_reporter.model.RESULT_TYPES` is the list the sender uses.
 """

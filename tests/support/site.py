@@ -1,0 +1,159 @@
+"""A reporter site for end-to-end tests: real SMTP, HTTPS and DNS servers on loopback, a
+collected day, a configuration, and the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from rigs.dnsserver import DnsServer
+from rigs.httpsserver import HttpsTestServer
+from rigs.smtpserver import SmtpServer
+
+from tlsrpt_reporter.deliver import dkim
+from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.wire.aggregate import Aggregate
+from tlsrpt_reporter.wire.decode import decode
+from tlsrpt_reporter.wire.encode import datagram
+
+DAY = "2026-03-01"
+SUBMITTER = "example.net"
+
+
+def sts(domain: str) -> dict[str, Any]:
+    return {
+        "policy-type": 2,
+        "policy-domain": domain,
+        "policy-string": ["version: STSv1", "mode: enforce", f"mx: mx.{domain}", "max_age: 1"],
+        "mx-host": [f"mx.{domain}"],
+    }
+
+
+def session(domain: str, record: str | None, failed: bool = False) -> bytes:
+    policy = sts(domain) | {"t": 0, "f": 0}
+    if failed:
+        detail = {"c": 204, "s": "192.0.2.1", "n": f"mx.{domain}", "r": "198.51.100.4"}
+        policy |= {"failure-details": [detail], "t": 1, "f": 1}
+    return datagram(domain, [policy], record)
+
+
+@dataclass
+class Site:
+    """Everything one test needs: servers, files, and a way to run the CLI."""
+
+    tmp: Path
+    config: Path
+    collector_db: Path
+    reporter_db: Path
+    smtp: SmtpServer
+    web: HttpsTestServer
+    dns: DnsServer
+    record: str
+
+    def cli(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tlsrpt_reporter.cli", *args]
+        cmd += ["--config", str(config or self.config)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def popen_send(self) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "tlsrpt_reporter.cli", "send", "--now"]
+        cmd += ["--config", str(self.config)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def deliveries(self) -> dict[str, tuple[str, int]]:
+        conn = state.connect(self.reporter_db)
+        rows = conn.execute(
+            "SELECT report.domain, delivery.state, delivery.attempts FROM delivery"
+            " JOIN report ON report.id = delivery.report"
+        ).fetchall()
+        conn.close()
+        return {domain: (st, attempts) for domain, st, attempts in rows}
+
+    def report_status(self) -> dict[str, tuple[str, str]]:
+        conn = state.connect(self.reporter_db)
+        rows = conn.execute("SELECT domain, status, last_error FROM report").fetchall()
+        conn.close()
+        return {domain: (status, error) for domain, status, error in rows}
+
+
+def make_site(tmp_path: Path) -> Iterator[Site]:
+    """Servers, a collected day and a configuration; the ``site`` fixture yields it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "dkim.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    loaded = dkim.load_key(dkim.DkimKey(SUBMITTER, "tlsrpt", pem))
+    record = dkim.record_for(loaded)
+    with (
+        SmtpServer() as smtp,
+        HttpsTestServer(tmp_path) as web,
+        DnsServer(
+            {
+                "_smtp._tls.dns.example": [("TXT", '"v=TLSRPTv1; " "rua=mailto:tls@dns.example"')],
+                "reports.test": [("A", "127.0.0.1")],
+                "evil.test": [("A", "10.1.2.3")],
+            },
+            servfail=("_smtp._tls.servfail.example",),
+        ) as dns,
+    ):
+        collector_db = tmp_path / "collectd.sqlite"
+        agg = Aggregate()
+        grams = [
+            session("mail.example", "v=TLSRPTv1; rua=mailto:tlsrpt@mail.example"),
+            session("mail.example", "v=TLSRPTv1; rua=mailto:tlsrpt@mail.example", failed=True),
+            session("web.example", f"v=TLSRPTv1;rua={web.url()}"),
+            session("dns.example", None),
+            session("evil.example", "v=TLSRPTv1; rua=https://evil.test/collect"),
+            session("servfail.example", None),
+            session("never.example", "v=TLSRPTv1; rua=mailto:x@never.example"),
+        ]
+        for raw in grams:
+            agg.add(DAY, 1_772_330_000.0, decode(raw))
+        conn = store.connect(collector_db)
+        store.write(conn, store.build_batch(agg))
+        conn.close()
+        reporter_db = tmp_path / "reporter.sqlite"
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f"""
+[collectd]
+db = "{collector_db}"
+socket = "{tmp_path}/collectd.sock"
+[reporter]
+organization_name = "Example Mail Ltd"
+contact_info = "tlsrpt@{SUBMITTER}"
+db = "{reporter_db}"
+grace = 0
+spread = 0
+never_report = ["never.example"]
+[reporter.mail]
+from = "tlsrpt-noreply@{SUBMITTER}"
+relay = "127.0.0.1:{smtp.port}"
+[[reporter.mail.dkim]]
+domain = "{SUBMITTER}"
+selector = "tlsrpt"
+key = "{pem}"
+record = "{record}"
+[reporter.https]
+allow_private = ["127.0.0.0/8"]
+ca_file = "{web.ca_file}"
+timeout = 5
+[dns]
+nameservers = ["127.0.0.1"]
+port = {dns.port}
+timeout = 1
+"""
+        )
+        yield Site(tmp_path, config, collector_db, reporter_db, smtp, web, dns, record)
