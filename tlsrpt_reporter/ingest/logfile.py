@@ -9,21 +9,18 @@ restart neither counts a line twice nor skips one.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import select
 import sqlite3
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.ingest import lines as reading
 from tlsrpt_reporter.ingest.exim_log import EximAdapter
 from tlsrpt_reporter.ingest.log_session import LogSession
 from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
@@ -37,11 +34,7 @@ log = logging.getLogger("tlsrpt_reporter.ingest.logfile")
 FORMATS = ("postfix", "exim")
 _BATCH_LINES = 50_000
 _FLUSH_SECONDS = 1.0
-_POLL_SECONDS = 0.25
 _REPORT_SECONDS = 600.0
-_READ_CHUNK = 1 << 20
-# A line longer than this is cut (and counted): no log line of interest comes close.
-MAX_LINE = 64 * 1024
 
 
 class Adapter(Protocol):
@@ -97,9 +90,9 @@ class _Run:
     def line(self, raw: bytes) -> None:
         self.lines += 1
         self.pending_lines += 1
-        if len(raw) > MAX_LINE:
+        if len(raw) > reading.MAX_LINE:
             self.adapter.counts["line-too-long"] += 1
-            raw = raw[:MAX_LINE]
+            raw = raw[: reading.MAX_LINE]
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
         parsed = self.clock.parse(text)
         if parsed is None:
@@ -143,8 +136,11 @@ def ingest_files(
     run = _Run(conn, fmt, tz_name)
     try:
         for path in paths:
-            lines = _lines_of(_stdin_chunks(stop)) if path == "-" else _file_lines(path)
-            for raw in lines:
+            if path == "-":
+                stream = reading.lines_of(reading.stdin_chunks(stop))
+            else:
+                stream = reading.file_lines(path)
+            for raw in stream:
                 if raw is not None:
                     run.line(raw)
                 if run.due():
@@ -157,75 +153,6 @@ def ingest_files(
     finally:
         conn.close()
     return run.result()
-
-
-class _Lines:
-    """Cuts a byte stream into lines, holding at most one line start in memory.
-
-    A line longer than :data:`MAX_LINE` is passed on as far as it has arrived (at most
-    MAX_LINE and one read) and the rest of it, up to its newline, is skipped unread: the
-    caller cuts and counts it. So no input, newline or not, can make the reader grow.
-    """
-
-    def __init__(self) -> None:
-        self.pending = b""  # the start of a line whose newline has not come yet
-        self._skipping = False
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The lines ``chunk`` completes."""
-        *lines, self.pending = (self.pending + chunk).split(b"\n")
-        if self._skipping:
-            if not lines:
-                self.pending = b""
-                return []
-            lines = lines[1:]  # the end of the over-long line already passed on
-            self._skipping = False
-        if len(self.pending) > MAX_LINE:
-            lines.append(self.pending)
-            self.pending = b""
-            self._skipping = True
-        return lines
-
-    def end(self) -> list[bytes]:
-        """A final line without a newline, if any."""
-        rest, self.pending = self.pending, b""
-        return [rest] if rest else []
-
-
-def _lines_of(chunks: Iterator[bytes | None]) -> Iterator[bytes | None]:
-    """The lines of a stream of chunks; a None chunk (a quiet poll) is passed through."""
-    lines = _Lines()
-    for chunk in chunks:
-        if chunk is None:
-            yield None
-        else:
-            yield from lines.feed(chunk)
-    yield from lines.end()
-
-
-def _file_lines(path: str) -> Iterator[bytes | None]:
-    try:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            yield from _lines_of(iter(lambda: fh.read(_READ_CHUNK), b""))
-    except (OSError, EOFError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise TlsRptError(f"cannot read log file {path}: {why}") from None
-
-
-def _stdin_chunks(stop: threading.Event) -> Iterator[bytes | None]:
-    """What standard input delivers; None whenever a poll interval passes without data, so
-    the caller can flush while a ``journalctl -f`` pipe is quiet."""
-    fd = sys.stdin.fileno()
-    while not stop.is_set():
-        ready, _, _ = select.select([fd], [], [], _POLL_SECONDS)
-        if not ready:
-            yield None
-            continue
-        chunk = os.read(fd, _READ_CHUNK)
-        if not chunk:
-            return
-        yield chunk
 
 
 # ---- following one file across rotation -------------------------------------------------
@@ -245,7 +172,7 @@ class _Tail:
         """Read on from ``offset`` (0 after a copytruncate rotation)."""
         self.fh.seek(offset)
         self.offset = offset
-        self.splitter = _Lines()
+        self.splitter = reading.Lines()
 
     def lines(self) -> list[bytes]:
         """The complete lines written since the last call (at most about a MiB of them).
@@ -254,7 +181,7 @@ class _Tail:
         over-long line being skipped) is not the end, and the callers take an empty answer
         for "all read" (to look for rotation, or to stop reading a rotated file).
         """
-        while chunk := self.fh.read(_READ_CHUNK):
+        while chunk := self.fh.read(reading.READ_CHUNK):
             held = len(self.splitter.pending)
             complete = self.splitter.feed(chunk)
             self.offset += held + len(chunk) - len(self.splitter.pending)
@@ -351,7 +278,7 @@ def follow(
                     tail = _Tail(path, 0)
                     run.flush((key, tail.device, tail.inode, 0))
                 else:
-                    stop.wait(_POLL_SECONDS)
+                    stop.wait(reading.POLL_SECONDS)
             if run.due() or (not lines and run.pending_lines):
                 run.flush((key, tail.device, tail.inode, tail.offset))
         if tail is not None:
@@ -381,7 +308,7 @@ def _open_for_follow(
             if not warned:
                 log.warning("%s does not exist yet: waiting for it", path)
                 warned = True
-            if stop.wait(_POLL_SECONDS):
+            if stop.wait(reading.POLL_SECONDS):
                 return None
         except OSError as exc:
             raise TlsRptError(f"cannot read log file {path}: {exc.strerror}") from None

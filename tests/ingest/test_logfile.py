@@ -19,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlsrpt_reporter.ingest.exim_log import EximAdapter
+from tlsrpt_reporter.ingest.lines import MAX_LINE, Lines
 from tlsrpt_reporter.ingest.log_session import LogSession
 from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
-from tlsrpt_reporter.ingest.logfile import MAX_LINE, _Lines, _Tail
+from tlsrpt_reporter.ingest.logfile import _Tail
 from tlsrpt_reporter.ingest.postfix_log import PostfixAdapter
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.store import ingest_position as positions
@@ -626,7 +627,7 @@ def test_no_line_stops_an_adapter(lines: list[str]) -> None:
 
 
 def test_an_endless_line_is_cut_once_and_never_held_whole(tmp_path: Path) -> None:
-    lines = _Lines()
+    lines = Lines()
     passed: list[bytes] = []
     for _ in range(40):  # 40 MiB without a newline
         passed += lines.feed(b"x" * (1 << 20))
