@@ -94,6 +94,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     return commands.cmd_send(args.config, args.now)
 
 
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    """Build again the reports that were set aside."""
+    if (args.day is None) == (not args.all):
+        raise ConfigError("retry-failed takes a DAY or --all")
+    return commands.cmd_retry_failed(args.config, args.day)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The long-running reporter."""
     logs.setup("tlsrpt-reporter", args.log_level)
@@ -194,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--now", action="store_true", help="deliver every pending report now")
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser(
+        "retry-failed", parents=[common],
+        help="build again the reports set aside because they could not be built",
+    )  # fmt: skip
+    p.add_argument("day", metavar="DAY", nargs="?", type=_day, help="the UTC day, YYYY-MM-DD")
+    p.add_argument("--all", action="store_true", help="every day")
+    p.set_defaults(func=cmd_retry_failed)
 
     p = sub.add_parser("run", parents=[common], help="the long-running reporter")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)

@@ -32,7 +32,7 @@ from tlsrpt_reporter.deliver.sender import Sender
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
-from tlsrpt_reporter.store import report_status
+from tlsrpt_reporter.store import report_status, set_aside
 from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
@@ -149,6 +149,7 @@ def cmd_send(config_path: str | None, now: bool) -> int:
             schedule.build_due(cfg, conn, time.time(), random.Random())
             asyncio.run(_self_check(sender, cfg))
             summary = asyncio.run(sender.send_due(conn, force=now))
+            waiting = set_aside.listed(conn)
         finally:
             conn.close()
     print(
@@ -157,7 +158,36 @@ def cmd_send(config_path: str | None, now: bool) -> int:
     )
     for problem in summary.problems:
         print(f"tlsrpt-reporter: error: {problem}", file=sys.stderr)
-    return EXIT_FAILURE if summary.problems else EXIT_OK
+    if waiting:
+        print(f"tlsrpt-reporter: error: {_set_aside_line(waiting)}", file=sys.stderr)
+    return EXIT_FAILURE if summary.problems or waiting else EXIT_OK
+
+
+def _set_aside_line(waiting: list[set_aside.SetAside]) -> str:
+    shown = "; ".join(f"{e.domain} on {e.day}: {e.reason}" for e in waiting[:5])
+    more = f" (and {len(waiting) - 5} more)" if len(waiting) > 5 else ""
+    return (
+        f"{len(waiting)} reports set aside because they cannot be built: {shown}{more}; the "
+        "other reports go out as usual. `tlsrpt-reporter retry-failed --all` builds them again"
+    )
+
+
+def cmd_retry_failed(config_path: str | None, day: str | None) -> int:
+    """Build again the reports set aside (of ``day``, or all with ``day`` None)."""
+    logs.setup("tlsrpt-reporter", "info")
+    cfg = load(config_path)
+    with state.ProcessLock(cfg.db):
+        conn = state.connect(cfg.db)
+        try:
+            built, failed = schedule.retry_set_aside(cfg, conn, time.time(), day=day)
+            waiting = set_aside.listed(conn, day)
+        finally:
+            conn.close()
+    print(f"built {built} reports set aside; {failed} still cannot be built")
+    if waiting:
+        print(f"tlsrpt-reporter: error: {_set_aside_line(waiting)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def cmd_run(config_path: str | None) -> int:
@@ -228,6 +258,8 @@ def cmd_status(
             print(f"    {r['note']}")
         for err in r["last_errors"]:
             print(f"    {err}")
+        for entry in r["set_aside"]:
+            print(f"    set aside, cannot be built: {entry['domain']}: {entry['reason']}")
     return EXIT_OK
 
 
@@ -243,6 +275,10 @@ def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any
             f"{domain} -> {destination}: {error}"
             for domain, destination, error in report_status.last_errors(conn, d)
         ]
+        aside = [
+            {"domain": e.domain, "reason": e.reason, "version": e.version, "retries": e.retries}
+            for e in set_aside.listed(conn, d)
+        ]
         out.append(
             {
                 "day": d,
@@ -251,6 +287,7 @@ def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any
                 "reports": counts,
                 "deliveries": deliveries,
                 "last_errors": errors,
+                "set_aside": aside,
             }
         )
     return out

@@ -14,7 +14,7 @@ from collections import Counter
 
 from tlsrpt_reporter.deliver import error_kinds
 from tlsrpt_reporter.exposition import Family, Sample, gauge
-from tlsrpt_reporter.store import report_status
+from tlsrpt_reporter.store import report_status, set_aside
 from tlsrpt_reporter.store import reports as state
 
 PREFIX = "tlsrpt_reporter_"
@@ -35,6 +35,11 @@ def families(conn: sqlite3.Connection, now: float, day: str | None = None) -> li
     return [
         gauge(PREFIX + "days_built", "UTC days built into reports", days),
         gauge(PREFIX + "reports_built", "Reports built, in every status", sum(reports.values())),
+        gauge(
+            PREFIX + "reports_set_aside",
+            "Reports that could not be built and wait for a retry (retry-failed); alert on > 0",
+            len(set_aside.listed(conn, day)),
+        ),
         Family(
             PREFIX + "reports",
             "gauge",

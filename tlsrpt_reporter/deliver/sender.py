@@ -92,7 +92,10 @@ class Sender:
         self._problems = {}
         self._dns_answered = self._dns_unanswered = 0
         for row in state.reports_to_resolve(conn, self.clock(), force):
-            await self._resolve(conn, row)
+            try:
+                await self._resolve(conn, row)
+            except Exception as exc:  # one report's trouble stays with that report
+                self._resolve_failed(conn, row, exc)
             summary.resolved += 1
         due = state.due_deliveries(conn, self.clock(), force)
         progress = Progress("sending", len(due))
@@ -116,6 +119,23 @@ class Sender:
             )
         summary.problems = list(self._problems.values())
         return summary
+
+    def _resolve_failed(
+        self, conn: sqlite3.Connection, row: state.ReportRow, exc: Exception
+    ) -> None:
+        """Something nobody foresaw went wrong for this report: retry it like a DNS failure."""
+        why = f"unexpected {type(exc).__name__}: {exc}"[:1000]
+        log.error("finding the destinations of %s (%s) failed: %s", row.domain, row.day, why)
+        retry = plan.after_failure(
+            row.attempts, row.first_attempt, self.clock(), self.cfg.retry_for, self.rng
+        )
+        if retry.give_up:
+            state.set_report(conn, row.id, status="given-up", last_error=why)
+            return
+        state.set_report(
+            conn, row.id, attempts=retry.attempts, first_attempt=retry.first_attempt,
+            next_attempt=retry.next_attempt, last_error=why,
+        )  # fmt: skip
 
     async def _resolve(self, conn: sqlite3.Connection, row: state.ReportRow) -> None:
         now = self.clock()
@@ -200,6 +220,14 @@ class Sender:
             log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
                         delivery.destination, attempts, outcome, exc)  # fmt: skip
             self._note_relay_problem(exc)
+        except Exception as exc:  # a fault nobody foresaw: this destination only, retried
+            late = self.clock() - first >= self.cfg.retry_for
+            outcome = "given-up" if late else "failed-retrying"
+            why = f"unexpected {type(exc).__name__}: {exc}"
+            state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
+                               last_error=why[:1000], error_kind="local")  # fmt: skip
+            log.error("report %s to %s: attempt %d failed (%s): %s", row.report_id,
+                      delivery.destination, attempts, outcome, why)  # fmt: skip
         else:
             outcome = "sent"
             state.set_delivery(conn, delivery.report, delivery.destination, state="sent",

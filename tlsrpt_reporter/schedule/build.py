@@ -17,14 +17,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlsrpt_reporter import __version__
 from tlsrpt_reporter.config.schema import ReporterConfig
+from tlsrpt_reporter.errors import ConfigError
 from tlsrpt_reporter.logs import Progress
 from tlsrpt_reporter.report import document as report
 from tlsrpt_reporter.report import schema, sources
 from tlsrpt_reporter.schedule.timing import day_end, due_days, send_times
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store import set_aside
 
 log = logging.getLogger("tlsrpt-reporter")
+
+# A reason is stored and shown in status: the first part of the error says what it is.
+_MAX_REASON = 500
 
 
 def choose_record(records: dict[tuple[str, str], float], domain: str) -> str:
@@ -53,14 +59,25 @@ class BuildResult:
     capped: int = 0
     # Reports for MX hosts that are no recipient domain of the day (RFC 8460 §1.1).
     host_reports: int = 0
+    # (domain, reason) of each report that could not be built; the others go out as usual.
+    set_aside: list[tuple[str, str]] = field(default_factory=list)
 
 
 def build_reports(
-    cfg: ReporterConfig, day: str, data: sources.DayData, now: float
+    cfg: ReporterConfig,
+    day: str,
+    data: sources.DayData,
+    now: float,
+    only: set[str] | None = None,
 ) -> tuple[list[dict[str, Any]], BuildResult]:
     """Build, validate and describe every report of ``day`` (no state written): one per
     recipient domain, and with ``cfg.mx_host_reports`` one per MX host named by a DANE policy
-    (merged into that host's own report when it is a recipient domain too)."""
+    (merged into that host's own report when it is a recipient domain too); with ``only``,
+    just the reports of those domains.
+
+    A report that cannot be built or fails the schema is set aside with its reason
+    (``BuildResult.set_aside``): one bad input never stops the other reports of the day.
+    """
     identity = report.Identity(cfg.organization_name, cfg.contact_info)
     recipients = set(report.domains_of(data.lines, day))
     result = BuildResult(day=day)
@@ -77,6 +94,8 @@ def build_reports(
         for host, lines in hosts.items():
             by_domain.setdefault(host, []).extend(lines)
         domains = sorted(recipients.union(hosts))
+    if only is not None:
+        domains = [d for d in domains if d in only]
     progress = Progress(f"building {day}", len(domains))
     date = email.utils.format_datetime(dt.datetime.fromtimestamp(now, dt.UTC))
     for done, domain in enumerate(domains, 1):
@@ -84,9 +103,17 @@ def build_reports(
         if domain in cfg.never_report:
             result.skipped.append(domain)
             continue
-        built = report.build(day, domain, by_domain[domain], identity, cfg.max_failure_details)
-        # Never send what a strict consumer would reject (docs/sender-rules.md §8).
-        schema.validate(built.document)
+        try:
+            built = report.build(day, domain, by_domain[domain], identity, cfg.max_failure_details)
+            # Never send what a strict consumer would reject (docs/sender-rules.md §8).
+            schema.validate(built.document)
+        except ConfigError:
+            raise  # the identity is wrong for every report: nothing can be built
+        except Exception as exc:  # whatever one report's data does must stay in that report
+            reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
+            result.set_aside.append((domain, reason))
+            log.error("report for %s on %s set aside, it cannot be built: %s", domain, day, reason)
+            continue
         result.capped += built.totals.capped
         if built.totals.capped:
             log.warning(
@@ -120,7 +147,9 @@ def build_reports(
 def build_due(
     cfg: ReporterConfig, conn: sqlite3.Connection, now: float, rng: random.Random
 ) -> list[BuildResult]:
-    """Build every finished day not built yet and store its reports with their send times."""
+    """Build every finished day not built yet and store its reports with their send times;
+    retry once, by itself, what an older version of the program set aside."""
+    retry_set_aside(cfg, conn, now, automatic=True)
     results = []
     days = sources.days_with_data(cfg.sources, now)
     for day in due_days(days, lambda d: state.is_built(conn, d), now, cfg.grace):
@@ -143,10 +172,57 @@ def build_due(
         start = max(now, day_end(day) + cfg.grace)
         for row, when in zip(rows, send_times(len(rows), start, cfg.spread, rng), strict=True):
             row["send_at"] = when
-        state.insert_day(conn, day, now, rows, note)
+        state.insert_day(
+            conn, day, now, rows, note=note,
+            set_aside=[(domain, reason, __version__) for domain, reason in result.set_aside],
+        )  # fmt: skip
         log.info(
-            "built %d reports for %s (%d of them for MX hosts; %d domains never reported to)",
-            result.reports, day, result.host_reports, len(result.skipped),
+            "built %d reports for %s (%d of them for MX hosts; %d domains never reported to; "
+            "%d set aside)",
+            result.reports, day, result.host_reports, len(result.skipped), len(result.set_aside),
         )  # fmt: skip
         results.append(result)
     return results
+
+
+def retry_set_aside(
+    cfg: ReporterConfig,
+    conn: sqlite3.Connection,
+    now: float,
+    *,
+    day: str | None = None,
+    automatic: bool = False,
+) -> tuple[int, int]:
+    """Build again the reports set aside (of ``day``, or of every day); returns how many now
+    built and how many failed again.
+
+    ``automatic`` retries only what an older program version set aside and was not retried yet:
+    a new version may carry the fix, and it tries once by itself (``build_due`` does this on
+    every pass). Without it, the operator asked (``retry-failed``), and everything is tried.
+    """
+    waiting = [
+        entry
+        for entry in set_aside.listed(conn, day)
+        if not automatic or (entry.version != __version__ and entry.retries == 0)
+    ]
+    built = failed = 0
+    for retry_day in sorted({entry.day for entry in waiting}):
+        domains = {entry.domain for entry in waiting if entry.day == retry_day}
+        data = sources.read_day(cfg.sources, retry_day, cfg.source_timeout)
+        rows, result = build_reports(cfg, retry_day, data, now, only=domains)
+        for row in rows:
+            row["send_at"] = now
+            set_aside.resolve(conn, retry_day, row)
+            log.info("report for %s on %s built on retry", row["domain"], retry_day)
+        built += len(rows)
+        for domain, reason in result.set_aside:
+            set_aside.failed_again(conn, retry_day, domain, reason, version=__version__, now=now)
+        failed += len(result.set_aside)
+        missing = domains - {row["domain"] for row in rows} - {d for d, _ in result.set_aside}
+        for domain in missing:  # no data left for it (retention, or the source was corrected)
+            set_aside.failed_again(
+                conn, retry_day, domain, "no data for this report any more",
+                version=__version__, now=now,
+            )  # fmt: skip
+            failed += 1
+    return built, failed

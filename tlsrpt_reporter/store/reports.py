@@ -1,6 +1,7 @@
 """The reporter's state database: built reports and the delivery of each to each destination.
 
-Schema, version 2 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``):
+Schema, version 3 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
+version 2 the ``set_aside`` table):
 
 ``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once, all or nothing.
 ``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``,
@@ -12,6 +13,8 @@ Schema, version 2 (``PRAGMA user_version``; version 1 lacked ``delivery.error_ki
     ``failed-retrying`` | ``sent`` | ``given-up``, ``attempts``, ``first_attempt``,
     ``next_attempt``, ``accepted_at``, ``last_error``, ``error_kind`` (the last error's kind,
     one of ``deliver.error_kinds.KINDS``; ``''`` in rows from version 1), ``detail``.
+``set_aside``: one row per (day, domain) whose report could not be built or failed the schema:
+    ``reason``, the program ``version`` that tried, ``at``, ``retries`` (see ``store.set_aside``).
 
 Every change is committed before the next network action, so a crash at any moment loses no
 pending report, and an attempt is recorded before it starts.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.store.tx import transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Every value of report.status and delivery.state, in the order of their life.
 REPORT_STATUSES = ("pending", "sending", "delivered", "given-up", "no-destination")
@@ -77,7 +81,21 @@ CREATE TABLE delivery (
     PRIMARY KEY (report, destination)
 );
 CREATE INDEX delivery_due ON delivery (state, next_attempt);
+CREATE TABLE set_aside (
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    version TEXT NOT NULL,
+    at REAL NOT NULL,
+    retries INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, domain)
+);
 """
+# What each older version lacks, applied in order under one write lock.
+_MIGRATIONS = {
+    1: ("ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''",),
+    2: (_SCHEMA[_SCHEMA.index("CREATE TABLE set_aside") :],),
+}
 
 
 class LockedError(StoreError):
@@ -135,14 +153,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 1:
+        elif version < SCHEMA_VERSION:
             with transaction(conn):
                 # Read again under the write lock: `status` may migrate while `run` starts.
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
-                    conn.execute(
-                        "ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''"
-                    )
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step]:
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open state database {path}: {store.explain(path, exc)}") from None
     return conn
@@ -183,22 +201,38 @@ def is_built(conn: sqlite3.Connection, day: str) -> bool:
 
 
 def insert_day(
-    conn: sqlite3.Connection, day: str, now: float, reports: list[dict[str, Any]], note: str = ""
+    conn: sqlite3.Connection,
+    day: str,
+    now: float,
+    reports: list[dict[str, Any]],
+    *,
+    note: str = "",
+    set_aside: Sequence[tuple[str, str, str]] = (),
 ) -> None:
-    """Store a built day and its reports in one transaction (all or nothing)."""
+    """Store a built day, its reports and the (domain, reason, version) of each report set
+    aside in one transaction (all or nothing)."""
     with transaction(conn):
         for r in reports:
-            conn.execute(
-                "INSERT INTO report (day, domain, report_id, message_id, date, filename, gzip,"
-                " summary, record, send_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " 'pending')",
-                (day, r["domain"], r["report_id"], r["message_id"], r["date"], r["filename"],
-                 r["gzip"], r["summary"], r["record"], r["send_at"]),
-            )  # fmt: skip
+            insert_report(conn, day, r)
+        conn.executemany(
+            "INSERT OR REPLACE INTO set_aside (day, domain, reason, version, at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(day, domain, reason, version, now) for domain, reason, version in set_aside],
+        )
         conn.execute(
             "INSERT INTO built_day (day, built_at, reports, note) VALUES (?, ?, ?, ?)",
             (day, now, len(reports), note),
         )
+
+
+def insert_report(conn: sqlite3.Connection, day: str, r: dict[str, Any]) -> None:
+    """Insert one built report, pending (inside the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO report (day, domain, report_id, message_id, date, filename, gzip,"
+        " summary, record, send_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+        (day, r["domain"], r["report_id"], r["message_id"], r["date"], r["filename"],
+         r["gzip"], r["summary"], r["record"], r["send_at"]),
+    )  # fmt: skip
 
 
 _REPORT_COLUMNS = (
