@@ -167,6 +167,8 @@ def _clear_stale(target: Path) -> None:
         st = target.lstat()
     except FileNotFoundError:
         return
+    except OSError as exc:  # a file where a directory should be, a directory we may not search
+        raise CollectorError(f"cannot use socket path {target}: {os_fix(exc, target)}") from None
     if not stat.S_ISSOCK(st.st_mode):
         raise CollectorError(
             f"{target} exists and is not a socket: refusing to replace it, move it away"

@@ -32,9 +32,15 @@ def yield_to_receiver() -> None:
     receiver buffers. Raising one's own niceness needs no privilege. A receive process started
     again later inherits the lower priority, which costs margin, not correctness.
     """
-    with contextlib.suppress(OSError, ValueError):
-        for tid in os.listdir("/proc/self/task"):
-            os.setpriority(os.PRIO_PROCESS, int(tid), _DAEMON_NICENESS)
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return
+    for tid in threads:
+        # Each thread on its own: one that ended meanwhile must not spare the others.
+        with contextlib.suppress(OSError):
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, current + _DAEMON_NICENESS)
 
 
 def rss() -> str:

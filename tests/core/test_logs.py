@@ -1,0 +1,254 @@
+"""``tlsrpt_reporter.logs`` directly: the one-line log format on a terminal and under journald,
+the ``RepeatLimiter`` that keeps rejected datagrams from flooding the journal, and the
+``Progress`` line (shown on a real pty, silent elsewhere)."""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tlsrpt_reporter import logs
+from tlsrpt_reporter.logs import Progress, RepeatLimiter
+
+TERMINAL_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (?P<name>\S+)\[(?P<pid>\d+)\] (?P<level>[A-Z]+): "
+    r"(?P<message>.*)$"
+)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``logs.setup`` replaces the root handlers: put back what pytest had."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    aiosqlite_level = logging.getLogger("aiosqlite").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("aiosqlite").setLevel(aiosqlite_level)
+
+
+def emitted(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    err = capsys.readouterr().err
+    assert err.endswith("\n")
+    return err[:-1].split("\n")
+
+
+# --- the formatter ----------------------------------------------------------------------------
+
+
+def test_terminal_lines_carry_utc_time_program_pid_and_level(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    before = time.time()
+    log = logs.setup("tlsrpt-test", "info")
+    log.warning("disk %s is full", "/var")
+    (line,) = emitted(capsys)
+    match = TERMINAL_LINE.match(line)
+    assert match, line
+    assert match["name"] == "tlsrpt-test"
+    assert int(match["pid"]) == os.getpid()
+    assert match["level"] == "WARNING"
+    assert match["message"] == "disk /var is full"
+    stamp = calendar.timegm(time.strptime(line[:20], "%Y-%m-%dT%H:%M:%SZ"))
+    assert before - 2 <= stamp <= time.time() + 1  # UTC, not local time
+
+
+def test_under_journald_each_line_starts_with_its_syslog_priority(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    log = logs.setup("tlsrpt-test", "debug")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    log.critical("c")
+    log.log(25, "between info and warning")  # a custom level defaults to info
+    assert emitted(capsys) == [
+        "<7>d",
+        "<6>i",
+        "<4>w",
+        "<3>e",
+        "<2>c",
+        "<6>between info and warning",
+    ]
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_a_newline_in_logged_data_cannot_forge_a_second_line(
+    journal: bool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    if journal:
+        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    else:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log = logs.setup("tlsrpt-test")
+    log.error("bad domain %s", "evil.test\n<2>forged CRITICAL line\rmore")
+    (line,) = emitted(capsys)
+    assert line.endswith("bad domain evil.test\\n<2>forged CRITICAL line\\rmore")
+
+
+def test_an_exception_traceback_stays_on_the_events_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    log = logs.setup("tlsrpt-test")
+    try:
+        raise ValueError("the detail")
+    except ValueError:
+        log.exception("flush failed")
+    (line,) = emitted(capsys)
+    assert line.startswith("<3>flush failed | Traceback (most recent call last): | ")
+    assert line.endswith("ValueError: the detail")
+
+
+def test_setup_filters_below_the_level_and_keeps_aiosqlite_quiet_at_debug(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    log = logs.setup("tlsrpt-test", "warning")
+    log.info("not shown")
+    log.warning("shown")
+    assert emitted(capsys) == ["<4>shown"]
+    logs.setup("tlsrpt-test", "debug")
+    logging.getLogger("aiosqlite").debug("executing SELECT 1")
+    log.debug("ours")
+    assert emitted(capsys) == ["<7>ours"]
+    # setup replaces the handlers: a second call does not print every line twice.
+    assert len(logging.getLogger().handlers) == 1
+
+
+# --- RepeatLimiter ----------------------------------------------------------------------------
+
+
+def test_the_first_event_of_a_kind_passes_with_nothing_suppressed() -> None:
+    assert RepeatLimiter(60).allow("too-large", now=1000.0) == 0
+
+
+def test_repeats_inside_the_window_are_suppressed_and_counted_in_the_next_summary() -> None:
+    limiter = RepeatLimiter(60)
+    assert limiter.allow("too-large", 1000.0) == 0
+    assert limiter.allow("too-large", 1001.0) is None
+    assert limiter.allow("too-large", 1059.9) is None
+    # A full interval after the last allowed event: one summary with the suppressed count.
+    assert limiter.allow("too-large", 1060.0) == 2
+    # The count starts again, and so does the window.
+    assert limiter.allow("too-large", 1061.0) is None
+    assert limiter.allow("too-large", 1120.0) == 1
+
+
+def test_each_kind_has_its_own_window_and_count() -> None:
+    limiter = RepeatLimiter(10)
+    assert limiter.allow("a", 0.0) == 0
+    assert limiter.allow("b", 1.0) == 0  # "a" being limited does not hold "b" back
+    assert limiter.allow("a", 2.0) is None
+    assert limiter.allow("b", 3.0) is None
+    assert limiter.allow("b", 4.0) is None
+    assert limiter.allow("a", 10.0) == 1
+    assert limiter.allow("b", 10.0) is None  # b's window started at 1.0
+    assert limiter.allow("b", 11.0) == 3
+
+
+def test_events_reported_together_count_all_but_the_one_logged() -> None:
+    limiter = RepeatLimiter(60)
+    # Five identical events at once: one is logged, saying four more came with it.
+    assert limiter.allow("bad", 0.0, events=5) == 4
+    assert limiter.allow("bad", 1.0, events=3) is None
+    assert limiter.allow("bad", 60.0) == 3
+    assert limiter.allow("bad", 120.0, events=2) == 1
+
+
+# --- Progress ---------------------------------------------------------------------------------
+
+
+def test_progress_is_silent_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = Progress("sending", 200)
+    assert progress.enabled is False
+    for done in range(1, 201):
+        progress.step(done)
+    assert capsys.readouterr().err == ""
+
+
+PROGRESS_SCRIPT = """
+import sys
+from tlsrpt_reporter.logs import Progress
+label, total = sys.argv[1], int(sys.argv[2])
+progress = Progress(label, total)
+for done in range(1, total + 1):
+    progress.step(done)
+sys.stderr.write("END\\n")
+"""
+
+
+def on_a_pty(label: str, total: int) -> str:
+    """What a child process writes to stderr when stderr is a real pty."""
+    master, slave = os.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", PROGRESS_SCRIPT, label, str(total)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        out = bytearray()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if child.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end of the pty
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert child.wait(10) == 0, out
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    # The pty's line discipline turns "\n" into "\r\n".
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_progress_on_a_terminal_shows_label_done_and_total_every_fifty_and_at_the_end() -> None:
+    out = on_a_pty("building 2026-03-01", 120)
+    assert out == (
+        "\rbuilding 2026-03-01: 50/120"
+        "\rbuilding 2026-03-01: 100/120"
+        "\rbuilding 2026-03-01: 120/120\n"
+        "END\n"
+    )
+
+
+def test_progress_on_a_terminal_stays_quiet_for_twenty_items_or_fewer() -> None:
+    assert on_a_pty("sending", 20) == "END\n"
