@@ -133,37 +133,47 @@ def test_json_output_carries_the_verdict_and_every_finding(
     assert any(f["subject"] == "mailto:tlsrpt@mx.example" for f in data["findings"])
 
 
-def test_two_tlsrpt_records_make_the_domain_unusable(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("domain", "records", "code", "level", "says"),
+    [
+        pytest.param(
+            "multi.example",
+            ["v=TLSRPTv1; rua=mailto:a@mx.example", "v=TLSRPTv1; rua=mailto:b@mx.example",
+             "google-site-verification=abc"],
+            1, "error", ["2 TLSRPT records", "exactly one"],
+            id="two-tlsrpt-records-make-the-domain-unusable",
+        ),
+        pytest.param(
+            "absent.example", [], 1, "error", ["_smtp._tls.absent.example has no TXT record"],
+            id="no-record-at-all-is-an-error",
+        ),
+        pytest.param(
+            "malformed.example", ["v=TLSRPTv1; rua"], 1, "error",
+            ["field 'rua' is not name=value"], id="malformed-record-shows-the-grammar-error",
+        ),
+        pytest.param(
+            "scheme.example", ["v=TLSRPTv1; rua=ftp://reports.example/in,mailto:a@mx.example"],
+            0, "warning", ["scheme 'ftp' is not supported"],
+            id="unsupported-scheme-is-a-warning-beside-a-usable-rua",
+        ),
+    ],
+)  # fmt: skip
+def test_a_record_problem_is_the_one_finding_of_its_level(
+    rig: Rig,
+    capsys: pytest.CaptureFixture[str],
+    domain: str,
+    records: list[str],
+    code: int,
+    level: str,
+    says: list[str],
 ) -> None:
-    rig.record(
-        "multi.example",
-        "v=TLSRPTv1; rua=mailto:a@mx.example",
-        "v=TLSRPTv1; rua=mailto:b@mx.example",
-        "google-site-verification=abc",
-    )
-    code, out = rig.run(capsys, "multi.example")
-    assert code == 1
-    (error,) = lines(out, "error")
-    assert "2 TLSRPT records" in error
-    assert "exactly one" in error
-
-
-def test_no_record_at_all_is_an_error(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = rig.run(capsys, "absent.example")
-    assert code == 1
-    (error,) = lines(out, "error")
-    assert "_smtp._tls.absent.example has no TXT record" in error
-
-
-def test_malformed_record_shows_the_grammar_error(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rig.record("malformed.example", "v=TLSRPTv1; rua")
-    code, out = rig.run(capsys, "malformed.example")
-    assert code == 1
-    (error,) = lines(out, "error")
-    assert "field 'rua' is not name=value" in error
+    if records:  # none at all: the name does not exist
+        rig.record(domain, *records)
+    exit_code, out = rig.run(capsys, domain)
+    assert exit_code == code, out
+    (finding,) = lines(out, level)
+    for text in says:
+        assert text in finding
 
 
 def test_wrong_case_version_is_flagged_and_not_counted(
@@ -175,33 +185,7 @@ def test_wrong_case_version_is_flagged_and_not_counted(
     assert "must start with 'v=TLSRPTv1;' exactly" in lines(out, "warning")[0]
 
 
-def test_unsupported_scheme_is_a_warning_beside_a_usable_rua(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rig.record("scheme.example", "v=TLSRPTv1; rua=ftp://reports.example/in,mailto:a@mx.example")
-    code, out = rig.run(capsys, "scheme.example")
-    assert code == 0, out
-    (warning,) = lines(out, "warning")
-    assert "scheme 'ftp' is not supported" in warning
-
-
-def test_only_unsupported_schemes_leave_nothing_usable(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rig.record("ftponly.example", "v=TLSRPTv1; rua=ftp://reports.example/in")
-    code, out = rig.run(capsys, "ftponly.example")
-    assert code == 1
-    assert "no usable rua" in lines(out, "error")[0]
-
-
 # --- mailto destinations --------------------------------------------------------------------------
-
-
-def test_null_mx_mail_domain_is_an_error(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
-    rig.record("nullrua.example", "v=TLSRPTv1; rua=mailto:tlsrpt@nullmx.example")
-    code, out = rig.run(capsys, "nullrua.example")
-    assert code == 1
-    assert "null MX" in lines(out, "error")[0]
 
 
 def test_mail_domain_without_mx_falls_back_to_its_address(
@@ -214,20 +198,54 @@ def test_mail_domain_without_mx_falls_back_to_its_address(
     assert "no MX record" in line and "RFC 5321" in line and "192.0.2.25" in line
 
 
-def test_mail_domain_without_mx_or_address_is_an_error(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
+# --- destinations that cannot take reports (of any scheme) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("domain", "record", "says"),
+    [
+        pytest.param(
+            "ftponly.example", "v=TLSRPTv1; rua=ftp://reports.example/in", ["no usable rua"],
+            id="only-unsupported-schemes-leave-nothing-usable",
+        ),
+        pytest.param(
+            "nullrua.example", "v=TLSRPTv1; rua=mailto:tlsrpt@nullmx.example", ["null MX"],
+            id="null-mx-mail-domain",
+        ),
+        pytest.param(
+            "norua.example", "v=TLSRPTv1; rua=mailto:tlsrpt@nothing.example",
+            ["no MX and no A/AAAA"], id="mail-domain-without-mx-or-address",
+        ),
+        pytest.param(
+            "ghost.example", "v=TLSRPTv1; rua=mailto:tlsrpt@ghost-mail.example",
+            ["does not exist (NXDOMAIN)"], id="nonexistent-mail-domain",
+        ),
+        pytest.param(
+            "noaddr.example", "v=TLSRPTv1; rua=https://nowhere.example/tlsrpt",
+            ["nowhere.example has no A or AAAA record"], id="https-host-without-address",
+        ),
+        pytest.param(
+            "closed.example", "v=TLSRPTv1; rua={closed}", ["connection refused"],
+            id="unreachable-port",
+        ),
+        pytest.param(
+            "mismatch.example", "v=TLSRPTv1; rua={wrongname}",
+            ["TLS certificate not valid", "wrongname.test"], id="certificate-for-another-name",
+        ),
+    ],
+)  # fmt: skip
+def test_a_destination_that_cannot_take_reports_is_an_error(
+    rig: Rig, capsys: pytest.CaptureFixture[str], domain: str, record: str, says: list[str]
 ) -> None:
-    rig.record("norua.example", "v=TLSRPTv1; rua=mailto:tlsrpt@nothing.example")
-    code, out = rig.run(capsys, "norua.example")
+    # {closed}: an https rua on a port nothing listens on; {wrongname}: the test server under a
+    # name its certificate is not for.
+    closed = f"https://reports.test:{closed_port()}/v1/tlsrpt"
+    rig.record(domain, record.format(closed=closed, wrongname=rig.web.url(name="wrongname.test")))
+    code, out = rig.run(capsys, domain)
     assert code == 1
-    assert "no MX and no A/AAAA" in lines(out, "error")[0]
-
-
-def test_nonexistent_mail_domain_is_an_error(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
-    rig.record("ghost.example", "v=TLSRPTv1; rua=mailto:tlsrpt@ghost-mail.example")
-    code, out = rig.run(capsys, "ghost.example")
-    assert code == 1
-    assert "does not exist (NXDOMAIN)" in lines(out, "error")[0]
+    error = lines(out, "error")[0]
+    for text in says:
+        assert text in error
 
 
 # --- https destinations ---------------------------------------------------------------------------
@@ -254,24 +272,6 @@ def test_private_rua_is_only_a_warning_when_another_destination_works(
     assert "usable: 1 of 2" in out
 
 
-def test_unreachable_port_is_an_error(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"https://reports.test:{closed_port()}/v1/tlsrpt"
-    rig.record("closed.example", f"v=TLSRPTv1; rua={url}")
-    code, out = rig.run(capsys, "closed.example")
-    assert code == 1
-    assert "connection refused" in lines(out, "error")[0]
-
-
-def test_certificate_for_another_name_is_an_error(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rig.record("mismatch.example", f"v=TLSRPTv1; rua={rig.web.url(name='wrongname.test')}")
-    code, out = rig.run(capsys, "mismatch.example")
-    assert code == 1
-    error = lines(out, "error")[0]
-    assert "TLS certificate not valid" in error and "wrongname.test" in error
-
-
 def test_certificate_error_is_a_warning_when_verification_is_off(
     rig: Rig, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -281,15 +281,6 @@ def test_certificate_error_is_a_warning_when_verification_is_off(
     warning = lines(out, "warning")[0]
     assert "the certificate is not valid" in warning and "posts anyway" in warning
     assert "answered HEAD" in warning
-
-
-def test_https_host_without_address_is_an_error(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rig.record("noaddr.example", "v=TLSRPTv1; rua=https://nowhere.example/tlsrpt")
-    code, out = rig.run(capsys, "noaddr.example")
-    assert code == 1
-    assert "nowhere.example has no A or AAAA record" in lines(out, "error")[0]
 
 
 # --- DNS failures and usage -----------------------------------------------------------------------

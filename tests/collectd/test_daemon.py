@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -9,13 +10,14 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.collector import Collector, send_all
 from support.datagrams import canon, ok
+from support.protocol import SPEC_RESULT_CODES
 
 from tlsrpt_reporter.wire.encode import datagram, encode_object
 
@@ -33,19 +35,6 @@ def test_every_protocol_field_and_code_round_trips_into_export(
     make_collector: MakeCollector,
 ) -> None:
     c = make_collector().start()
-    codes = {
-        201: "starttls-not-supported",
-        202: "certificate-host-mismatch",
-        203: "certificate-not-trusted",
-        204: "certificate-expired",
-        205: "validation-failure",
-        301: "sts-policy-fetch-error",
-        302: "sts-policy-invalid",
-        303: "sts-webpki-invalid",
-        304: "tlsa-invalid",
-        305: "dnssec-invalid",
-        306: "dane-required",
-    }
     full_detail = {
         "c": 304,
         "s": "192.0.2.10",
@@ -63,7 +52,7 @@ def test_every_protocol_field_and_code_round_trips_into_export(
         "t": 1,
         "f": 1,
     }
-    code_details = [{"c": code, "s": "192.0.2.1"} for code in [*codes, 901, 999]]
+    code_details = [{"c": code, "s": "192.0.2.1"} for code in [*SPEC_RESULT_CODES, 901, 999]]
     grams = [
         datagram("Example.COM.", [{**STS, "t": 0, "f": 0}], "v=TLSRPTv1; rua=mailto:t@example.com"),
         datagram("Example.COM.", [{**STS, "t": 0, "f": 0}], "v=TLSRPTv1; rua=mailto:t@example.com"),
@@ -89,7 +78,7 @@ def test_every_protocol_field_and_code_round_trips_into_export(
     assert c.stop() == 0
     code_entries = [
         {"result-type": name, "sending-mta-ip": "192.0.2.1", "failed-session-count": 1}
-        for name in codes.values()
+        for name in SPEC_RESULT_CODES.values()
     ]
     code_entries += [
         {"result-type": "validation-failure", "sending-mta-ip": "192.0.2.1",
@@ -265,22 +254,32 @@ def _state(pid: int) -> str:
         return "Z"
 
 
+@contextlib.contextmanager
+def locked_after_one(c: Collector, domain: str) -> Iterator[None]:
+    """Once ``domain``'s datagram is accepted, hold ``c``'s database locked for the ``with``
+    block: the collector cannot write until it ends."""
+    send_all(c.socket, [ok(domain)])
+    c.wait_for_counter("accepted", 1)
+    locker = sqlite3.connect(c.db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+
+
 def test_locked_database_holds_data_in_memory_says_so_and_catches_up(
     make_collector: MakeCollector,
 ) -> None:
     c = make_collector(flush_interval=0.2).start()
-    send_all(c.socket, [ok("before.example")])
-    c.wait_for_counter("accepted", 1)
-    locker = sqlite3.connect(c.db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
-    send_all(c.socket, [ok(f"held{i}.example") for i in range(1000)])
-    c.wait_for_log("CANNOT WRITE DATABASE")
-    send_all(c.socket, [ok(f"more{i}.example") for i in range(1000)])
-    time.sleep(1.0)
-    assert c.proc is not None and c.proc.poll() is None, "the collector kept running"
-    assert c.counters()["accepted"] == 1
-    locker.execute("COMMIT")
-    locker.close()
+    with locked_after_one(c, "before.example"):
+        send_all(c.socket, [ok(f"held{i}.example") for i in range(1000)])
+        c.wait_for_log("CANNOT WRITE DATABASE")
+        send_all(c.socket, [ok(f"more{i}.example") for i in range(1000)])
+        time.sleep(1.0)
+        assert c.proc is not None and c.proc.poll() is None, "the collector kept running"
+        assert c.counters()["accepted"] == 1
     c.wait_for_counter("accepted", 2001)
     assert "is writable again" in c.log()
     assert c.stop() == 0
@@ -291,20 +290,15 @@ def test_memory_bound_drops_only_new_keys_while_the_database_is_locked(
     make_collector: MakeCollector,
 ) -> None:
     c = make_collector(max_pending_keys=1000).start()
-    send_all(c.socket, [ok("first.example")])
-    c.wait_for_counter("accepted", 1)
-    locker = sqlite3.connect(c.db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
-    send_all(c.socket, [ok(f"n{i}.example") for i in range(1500)])
-    c.wait_for_log("memory bound reached")
-    # Stop while still locked: the collector drains and folds everything it received before
-    # its final flush, so all 1500 met the bound; then let the final flush through.
-    assert c.proc is not None
-    c.proc.send_signal(signal.SIGTERM)
-    c.wait_for_log("stopping")
-    time.sleep(1.0)
-    locker.execute("COMMIT")
-    locker.close()
+    with locked_after_one(c, "first.example"):
+        send_all(c.socket, [ok(f"n{i}.example") for i in range(1500)])
+        c.wait_for_log("memory bound reached")
+        # Stop while still locked: the collector drains and folds everything it received before
+        # its final flush, so all 1500 met the bound; then let the final flush through.
+        assert c.proc is not None
+        c.proc.send_signal(signal.SIGTERM)
+        c.wait_for_log("stopping")
+        time.sleep(1.0)
     assert c.proc.wait(60) == 0
     counters = c.counters()
     assert counters["dropped:memory-full"] > 0

@@ -153,26 +153,37 @@ def test_socket_passed_by_systemd_is_used_and_left_in_place(make_collector: Make
     assert [x["domain"] for x in c.export()] == ["activated.example"]
 
 
-def test_check_config_accepts_a_good_file_and_names_the_bad_key(shared_dir: Path) -> None:
+def test_check_config_accepts_a_good_file(shared_dir: Path) -> None:
     good = shared_dir / "good.toml"
     write_config(good, socket="/run/x.sock", flush_interval=2, socket_mode="0666")
     result = collectd("--check-config", "--config", str(good))
     assert result.returncode == 0
     assert "configuration OK" in result.stdout
-    bad = shared_dir / "bad.toml"
-    write_config(bad, flush_interval="often")
-    result = collectd("--check-config", "--config", str(bad))
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        pytest.param(
+            {"flush_interval": "often"}, ["collectd.flush_interval", "'often'"], id="bad-key"
+        ),
+        pytest.param(None, ["does not exist"], id="missing-file"),
+        pytest.param(
+            {"socket_group": "no-such-group-here"}, ["no-such-group-here"], id="unknown-group"
+        ),
+    ],
+)
+def test_check_config_names_what_is_wrong(
+    shared_dir: Path, values: dict[str, object] | None, says: list[str]
+) -> None:
+    """``values`` None: no file at all."""
+    path = shared_dir / "collectd.toml"
+    if values is not None:
+        write_config(path, **values)
+    result = collectd("--check-config", "--config", str(path))
     assert result.returncode == 2
-    assert "collectd.flush_interval" in result.stderr
-    assert "'often'" in result.stderr
-    missing = collectd("--check-config", "--config", str(shared_dir / "nope.toml"))
-    assert missing.returncode == 2
-    assert "does not exist" in missing.stderr
-    nogroup = shared_dir / "group.toml"
-    write_config(nogroup, socket_group="no-such-group-here")
-    result = collectd("--check-config", "--config", str(nogroup))
-    assert result.returncode == 2
-    assert "no-such-group-here" in result.stderr
+    for text in says:
+        assert text in result.stderr
 
 
 def test_command_line_overrides_the_file_and_is_checked_too(shared_dir: Path) -> None:

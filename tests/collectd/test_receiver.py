@@ -54,17 +54,21 @@ def frames(data: bytes) -> list[tuple[int, int, list[tuple[int, int, bytes]]]]:
     return out
 
 
-def run_once(tmp_path: Path, grams: list[bytes], max_size: int = 4096,
-             max_backlog: int = 1 << 20) -> bytes:  # fmt: skip
+def bound_socket(tmp_path: Path, *, passcred: bool = False) -> tuple[Path, socket.socket]:
+    """A non-blocking datagram socket bound at ``tmp_path/r.sock`` (with ``passcred``, datagrams
+    carry their sender's credentials), and that path."""
     path = tmp_path / "r.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(path))
+    if passcred:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     server.setblocking(False)
-    read_fd, write_fd = os.pipe()
-    receiver = Receiver(server, write_fd, max_size, max_backlog)
-    for i in range(0, len(grams), 8):  # in small groups: the test host's queue may hold 10
-        send_all(path, grams[i : i + 8])
-        receiver.drain()
+    return path, server
+
+
+def handed_over(receiver: Receiver, read_fd: int, write_fd: int) -> bytes:
+    """Pack what ``receiver`` holds, write it all to the pipe (``write_fd``, closed then) and
+    read the pipe to its end (``read_fd``, closed then)."""
     receiver.pack()
     receiver.flush(block=True)
     os.close(write_fd)
@@ -72,8 +76,20 @@ def run_once(tmp_path: Path, grams: list[bytes], max_size: int = 4096,
     while chunk := os.read(read_fd, 1 << 20):
         chunks.append(chunk)
     os.close(read_fd)
-    server.close()
     return b"".join(chunks)
+
+
+def run_once(tmp_path: Path, grams: list[bytes], max_size: int = 4096,
+             max_backlog: int = 1 << 20) -> bytes:  # fmt: skip
+    path, server = bound_socket(tmp_path)
+    read_fd, write_fd = os.pipe()
+    receiver = Receiver(server, write_fd, max_size, max_backlog)
+    for i in range(0, len(grams), 8):  # in small groups: the test host's queue may hold 10
+        send_all(path, grams[i : i + 8])
+        receiver.drain()
+    data = handed_over(receiver, read_fd, write_fd)
+    server.close()
+    return data
 
 
 def test_identical_datagrams_cross_the_pipe_once_with_their_count(tmp_path: Path) -> None:
@@ -113,11 +129,7 @@ def test_senders_not_allowed_are_counted_by_uid_and_gid_and_never_handed_over(
     """With allowed senders the socket passes credentials; a datagram passes on its uid or
     its gid, the others cross the pipe as (uid, gid, times) only, and the daemon counts them
     as rejected. As root this process may claim any uid and gid (SCM_CREDENTIALS)."""
-    path = tmp_path / "r.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(path))
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    server.setblocking(False)
+    path, server = bound_socket(tmp_path, passcred=True)
     read_fd, write_fd = os.pipe()
     senders = Senders(uids=frozenset({0}), gids=frozenset({4242}))
     receiver = Receiver(server, write_fd, 4096, 1 << 20, senders=senders)
@@ -133,11 +145,7 @@ def test_senders_not_allowed_are_counted_by_uid_and_gid_and_never_handed_over(
         send_as(b"stranger", 65534, 65534)
     send_as(b"another", 1000, 1000)
     receiver.drain()
-    receiver.pack()
-    receiver.flush(block=True)
-    os.close(write_fd)
-    data = os.read(read_fd, 1 << 20)
-    os.close(read_fd)
+    data = handed_over(receiver, read_fd, write_fd)
     client.close()
     server.close()
 
@@ -164,21 +172,14 @@ def test_senders_not_allowed_are_counted_by_uid_and_gid_and_never_handed_over(
 
 def test_without_credentials_nobody_passes(tmp_path: Path) -> None:
     """Allowed senders on a socket without SO_PASSCRED: fail closed, as sender unknown."""
-    path = tmp_path / "r.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(path))
-    server.setblocking(False)
+    path, server = bound_socket(tmp_path)
     read_fd, write_fd = os.pipe()
     receiver = Receiver(
         server, write_fd, 4096, 1 << 20, senders=Senders(frozenset({0}), frozenset({0}))
     )
     send_all(path, [b"a", b"b"])
     receiver.drain()
-    receiver.pack()
-    receiver.flush(block=True)
-    os.close(write_fd)
-    data = os.read(read_fd, 1 << 20)
-    os.close(read_fd)
+    data = handed_over(receiver, read_fd, write_fd)
     server.close()
     unknown = (0xFFFF_FFFF).to_bytes(4, "little")
     assert frames(data) == [(KIND_DENIED, 1, [(2, 0xFFFF_FFFF, unknown)])]

@@ -599,12 +599,20 @@ def _writable_collectd(tmp_path: Path) -> str:
     return f'[collectd]\nsocket = "{tmp_path}/s.sock"\ndb = "{tmp_path}/c.sqlite"\n'
 
 
+def _failing_check_config(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The findings about ``path`` as lines, once check-config has printed exactly these and
+    failed with the usage status."""
+    lines = [str(f) for f in config_check.check_config(str(path))]
+    assert commands.cmd_check_config(str(path)) == commands.EXIT_USAGE
+    assert capsys.readouterr().out.splitlines() == lines
+    return lines
+
+
 def test_check_config_without_an_identity_says_what_is_missing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write(tmp_path, _writable_collectd(tmp_path))
-    lines = [str(f) for f in config_check.check_config(str(path))]
-    assert lines == [
+    assert _failing_check_config(path, capsys) == [
         f"ok       configuration read from {path}",
         f"ok       collecting: socket directory {tmp_path} exists",
         f"ok       collecting: database directory {tmp_path} exists",
@@ -617,8 +625,6 @@ def test_check_config_without_an_identity_says_what_is_missing(
         "ok       [dns] settings",
         "ok       [reporter.https] settings",
     ]
-    assert commands.cmd_check_config(str(path)) == commands.EXIT_USAGE
-    assert capsys.readouterr().out.splitlines() == lines
 
 
 def test_check_config_reports_bad_dns_and_https_tables_among_the_other_findings(
@@ -632,14 +638,12 @@ def test_check_config_reports_bad_dns_and_https_tables_among_the_other_findings(
     cfg = config.load(path, deferred=deferred)
     assert (cfg.dns, cfg.reporter.https) == (DnsSettings(), HttpsSettings())
     assert sorted(deferred) == ["dns", "reporter.https"]
-    lines = [str(f) for f in config_check.check_config(str(path))]
+    lines = _failing_check_config(path, capsys)
     assert lines[0] == f"ok       configuration read from {path}"
     assert lines[-2:] == [
         "error    dns.port must be a whole number between 1 and 65535, got 0",
         "error    reporter.https.timeout: 0 must be a positive number of seconds",
     ]
-    assert commands.cmd_check_config(str(path)) == commands.EXIT_USAGE
-    assert capsys.readouterr().out.splitlines() == lines
 
 
 def test_check_config_stops_at_a_file_it_cannot_load(

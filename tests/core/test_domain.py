@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlsrpt_reporter.domain import normalize_domain
+from tlsrpt_reporter.domain import normalize_domain, organizational_domain
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,24 @@ def test_any_text_normalises_to_an_idempotent_ascii_name_or_raises_value_error(
     assert result == result.lower()
     assert not result.endswith(".")
     assert normalize_domain(result) == result
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("example.com", "example.com"),
+        ("a.b.example.com", "example.com"),
+        ("mail.example.co.uk", "example.co.uk"),
+        ("a.b.c.kawasaki.jp", "b.c.kawasaki.jp"),  # a wildcard rule of the list
+        ("me.github.io", "me.github.io"),  # the list's private section
+        ("mail.xn--80ak6aa92e.xn--p1ai", "xn--80ak6aa92e.xn--p1ai"),  # A-labels, as configured
+        ("a.b.example.test", "example.test"),  # no listed suffix: the default rule "*"
+        ("co.uk", "co.uk"),  # a public suffix is its own
+        ("localhost", "localhost"),
+    ],
+)
+def test_the_organisational_domain_is_the_public_suffix_and_one_label(
+    name: str, expected: str
+) -> None:
+    # The snapshot bundled with tldextract, nothing fetched: this test runs without a network.
+    assert organizational_domain(name) == expected

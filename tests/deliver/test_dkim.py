@@ -96,6 +96,11 @@ def verify(message: bytes, idx: int, records: Mapping[str, str], mode: bool | st
         return False
 
 
+def published(*keys: dkim.LoadedKey) -> dict[str, str]:
+    """The DNS of a domain that publishes each key's TLSRPT record under its selector."""
+    return {dkim.record_name(key.key): dkim.record_for(key) for key in keys}
+
+
 def signature_tags(message: bytes) -> list[dict[str, str]]:
     """The tag=value lists of the DKIM-Signature fields, unfolded."""
     head = message.split(b"\r\n\r\n", 1)[0].decode()
@@ -111,10 +116,7 @@ def test_both_signatures_verify_in_strict_tlsrpt_mode(
     rsa_key: dkim.LoadedKey, ed_key: dkim.LoadedKey
 ) -> None:
     signed = dkim.sign(report_mail(), [rsa_key, ed_key])
-    records = {
-        dkim.record_name(rsa_key.key): dkim.record_for(rsa_key),
-        dkim.record_name(ed_key.key): dkim.record_for(ed_key),
-    }
+    records = published(rsa_key, ed_key)
     assert verify(signed, 0, records, "strict")
     assert verify(signed, 1, records, "strict")
     tags = signature_tags(signed)
@@ -143,10 +145,7 @@ def test_changed_or_added_report_headers_break_the_signature(
     rsa_key: dkim.LoadedKey, ed_key: dkim.LoadedKey
 ) -> None:
     signed = dkim.sign(report_mail(), [rsa_key, ed_key])
-    records = {
-        dkim.record_name(rsa_key.key): dkim.record_for(rsa_key),
-        dkim.record_name(ed_key.key): dkim.record_for(ed_key),
-    }
+    records = published(rsa_key, ed_key)
     changed = signed.replace(b"TLS-Report-Domain: example.com", b"TLS-Report-Domain: evil.test")
     added = signed.replace(
         b"\r\nTLS-Report-Domain:", b"\r\nTLS-Report-Domain: evil.test\r\nTLS-Report-Domain:"

@@ -232,27 +232,25 @@ def test_unreadable_password_file_is_named(message: bytes, tmp_path: Path) -> No
     assert server.messages == []
 
 
-def test_rcpt_451_is_temporary(message: bytes) -> None:
+@pytest.mark.parametrize(
+    ("reply", "permanent"),
+    [
+        pytest.param("451 4.3.0 try again later", False, id="rcpt-451-is-temporary"),
+        pytest.param("550 5.1.1 no such user", True, id="rcpt-550-is-permanent"),
+    ],
+)
+def test_rcpt_replies_are_classified(message: bytes, reply: str, permanent: bool) -> None:
     with (
-        SmtpServer(rcpt_reply="451 4.3.0 try again later") as server,
+        SmtpServer(rcpt_reply=reply) as server,
         pytest.raises(SmtpDeliveryError) as info,
     ):
         deliver(message, relay(server))
-    assert info.value.permanent is False
-    assert "451 4.3.0 try again later" in str(info.value)
+    assert info.value.permanent is permanent
+    assert reply in info.value.reply
+    assert reply in str(info.value)
+    assert info.value.server == f"relay {HOST}:{server.port}"
     assert f"relay {HOST}:{server.port}" in str(info.value)
     assert server.messages == []
-
-
-def test_rcpt_550_is_permanent(message: bytes) -> None:
-    with (
-        SmtpServer(rcpt_reply="550 5.1.1 no such user") as server,
-        pytest.raises(SmtpDeliveryError) as info,
-    ):
-        deliver(message, relay(server))
-    assert info.value.permanent is True
-    assert "550 5.1.1 no such user" in info.value.reply
-    assert info.value.server == f"relay {HOST}:{server.port}"
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,21 @@ def test_report_id_is_a_stable_msg_id_and_the_file_name_follows_the_rfc() -> Non
     assert int(m[1]) == 1772323200 and int(m[2]) == 1772323200 + 86399
 
 
+def test_two_reporter_instances_build_different_report_ids_and_file_names() -> None:
+    # RFC 8460 §4.4: the Report-ID is unique, also across reporters sharing a submitter.
+    one = report.build(DAY, "example.com", [line()], Identity(ME.organization_name,
+                                                              ME.contact_info, "a1"))  # fmt: skip
+    two = report.build(DAY, "example.com", [line()], Identity(ME.organization_name,
+                                                              ME.contact_info, "b2"))  # fmt: skip
+    assert one.report_id.startswith("2026.03.01.a1.") and one.report_id.endswith("@example.net")
+    assert two.report_id.startswith("2026.03.01.b2.")
+    assert one.report_id != two.report_id and one.filename != two.filename
+    assert re.fullmatch(r"example\.net!example\.com!\d+!\d+!a1[0-9a-f]{16}\.json\.gz", one.filename)
+    schema.validate(one.document)
+    with pytest.raises(ConfigError, match=r"reporter\.instance_id"):
+        report.build(DAY, "example.com", [line()], Identity("Org", "a@example.net", "a.1"))
+
+
 def test_policies_are_merged_across_lines_and_sources_and_details_add_up() -> None:
     detail = {"result-type": "certificate-expired", "sending-mta-ip": "192.0.2.1",
               "receiving-ip": "198.51.100.7", "failed-session-count": 2}  # fmt: skip

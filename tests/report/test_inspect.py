@@ -8,6 +8,7 @@ import json
 import re
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,26 @@ def received_report() -> dict[str, Any]:
     }
 
 
-def inspect(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str, str]:
+def received_mail(
+    headers: dict[str, str], text: str, attachment: bytes, subtype: str, filename: str
+) -> bytes:
+    """Another generator's mail: ``text``, then ``attachment`` as application/``subtype``."""
+    message = EmailMessage()
+    for name, value in headers.items():
+        message[name] = value
+    message.set_content(text)
+    message.add_attachment(attachment, maintype="application", subtype=subtype, filename=filename)
+    return message.as_bytes()
+
+
+def inspect(
+    capsys: pytest.CaptureFixture[str], path: Path, content: bytes | str | None = None
+) -> tuple[int, str, str]:
+    """``inspect`` on ``path``, written with ``content`` first unless that is None."""
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
     code = cli.main(["inspect", str(path)])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -152,50 +172,48 @@ def check_our_report(out: str, built: report.BuiltReport) -> None:
 # --- our own reports ------------------------------------------------------------------------------
 
 
-def test_our_report_as_json(
-    tmp_path: Path, built: report.BuiltReport, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        pytest.param("report.json", lambda built: built.json_bytes, [": JSON,"], id="as-json"),
+        pytest.param(
+            None, lambda built: built.gzip_bytes, ["gzip-compressed JSON"], id="as-json-gz"
+        ),
+        pytest.param(
+            "report.eml",
+            our_mail,
+            [
+                "in a mail attachment (application/tlsrpt+gzip",
+                "mail:          TLS-Report-Domain: example.com",
+                "mail:          TLS-Report-Submitter: example.net",
+            ],
+            id="inside-our-mail",
+        ),
+    ],
+)
+def test_our_report_in_each_form_is_named_and_shown_in_full(
+    tmp_path: Path,
+    built: report.BuiltReport,
+    capsys: pytest.CaptureFixture[str],
+    name: str | None,
+    content: Callable[[report.BuiltReport], bytes],
+    says: list[str],
 ) -> None:
-    path = tmp_path / "report.json"
-    path.write_bytes(built.json_bytes)
-    code, out, _ = inspect(capsys, path)
+    """``name`` None: the report's own filename."""
+    code, out, _ = inspect(capsys, tmp_path / (name or built.filename), content(built))
     assert code == 0, out
-    assert ": JSON," in out
-    check_our_report(out, built)
-
-
-def test_our_report_as_json_gz(
-    tmp_path: Path, built: report.BuiltReport, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / built.filename
-    path.write_bytes(built.gzip_bytes)
-    code, out, _ = inspect(capsys, path)
-    assert code == 0, out
-    assert "gzip-compressed JSON" in out
-    check_our_report(out, built)
-
-
-def test_our_report_inside_our_mail(
-    tmp_path: Path, built: report.BuiltReport, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "report.eml"
-    path.write_bytes(our_mail(built))
-    code, out, _ = inspect(capsys, path)
-    assert code == 0, out
-    assert "in a mail attachment (application/tlsrpt+gzip" in out
-    assert "mail:          TLS-Report-Domain: example.com" in out
-    assert "mail:          TLS-Report-Submitter: example.net" in out
+    for text in says:
+        assert text in out
     check_our_report(out, built)
 
 
 def test_format_is_found_by_content_not_by_name(
     tmp_path: Path, built: report.BuiltReport, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gz_named_json = tmp_path / "report.json"
-    gz_named_json.write_bytes(built.gzip_bytes)
-    mail_named_gz = tmp_path / "report.json.gz"
-    mail_named_gz.write_bytes(our_mail(built))
-    for path, form in ((gz_named_json, "gzip-compressed JSON"), (mail_named_gz, "mail attachment")):
-        code, out, _ = inspect(capsys, path)
+    gz_named_json = (tmp_path / "report.json", built.gzip_bytes, "gzip-compressed JSON")
+    mail_named_gz = (tmp_path / "report.json.gz", our_mail(built), "mail attachment")
+    for path, content, form in (gz_named_json, mail_named_gz):
+        code, out, _ = inspect(capsys, path, content)
         assert code == 0, out
         assert form in out
 
@@ -206,9 +224,9 @@ def test_format_is_found_by_content_not_by_name(
 def test_received_report_shows_every_policy_detail_and_explanation(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "received.json"
-    path.write_text(json.dumps(received_report(), indent=2))
-    code, out, _ = inspect(capsys, path)
+    code, out, _ = inspect(
+        capsys, tmp_path / "received.json", json.dumps(received_report(), indent=2)
+    )
     assert code == 0, out
     assert re.search(r"1\s+tlsa\s+mail\.example\.com\s+10\s+4", out)
     assert re.search(r"2\s+no-policy-found\s+example\.com\s+5\s+0", out)
@@ -230,9 +248,7 @@ def test_rfc3339_offsets_warn_but_other_times_fail(
     document = received_report()
     document["date-range"]["start-datetime"] = "2026-02-28T00:00:00.000+00:00"
     document["date-range"]["end-datetime"] = "yesterday"
-    path = tmp_path / "times.json"
-    path.write_text(json.dumps(document))
-    code, out, _ = inspect(capsys, path)
+    code, out, _ = inspect(capsys, tmp_path / "times.json", json.dumps(document))
     assert code == 1
     assert "  warning  $.date-range.start-datetime: '2026-02-28T00:00:00.000+00:00'" in out
     assert "  error    $.date-range.end-datetime: 'yesterday' does not match" in out
@@ -241,19 +257,14 @@ def test_rfc3339_offsets_warn_but_other_times_fail(
 def test_received_mail_with_a_generic_gzip_attachment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    message = EmailMessage()
-    message["From"] = "noreply-smtp-tls-reporting@other.example"
-    message["Subject"] = "Report Domain: example.com Submitter: other.example Report-ID: <x@y>"
-    message.set_content("Here is your report.")
-    message.add_attachment(
-        gzip.compress(json.dumps(received_report()).encode()),
-        maintype="application",
-        subtype="gzip",
-        filename="other.example!example.com!1772236800!1772323199.json.gz",
-    )
-    path = tmp_path / "received.eml"
-    path.write_bytes(message.as_bytes())
-    code, out, _ = inspect(capsys, path)
+    headers = {
+        "From": "noreply-smtp-tls-reporting@other.example",
+        "Subject": "Report Domain: example.com Submitter: other.example Report-ID: <x@y>",
+    }
+    report_gz = gzip.compress(json.dumps(received_report()).encode())
+    filename = "other.example!example.com!1772236800!1772323199.json.gz"
+    message = received_mail(headers, "Here is your report.", report_gz, "gzip", filename)
+    code, out, _ = inspect(capsys, tmp_path / "received.eml", message)
     assert code == 0, out
     assert "in a mail attachment (application/gzip, other.example!example.com!" in out
     assert "organization:  Other Provider Inc." in out
@@ -262,18 +273,10 @@ def test_received_mail_with_a_generic_gzip_attachment(
 def test_received_mail_with_a_json_report_part(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    message = EmailMessage()
-    message["From"] = "reports@other.example"
-    message.set_content("Report attached.")
-    message.add_attachment(
-        json.dumps(received_report()).encode(),
-        maintype="application",
-        subtype="tlsrpt+json",
-        filename="report.json",
-    )
-    path = tmp_path / "received.eml"
-    path.write_bytes(message.as_bytes())
-    code, out, _ = inspect(capsys, path)
+    headers = {"From": "reports@other.example"}
+    document = json.dumps(received_report()).encode()
+    message = received_mail(headers, "Report attached.", document, "tlsrpt+json", "report.json")
+    code, out, _ = inspect(capsys, tmp_path / "received.eml", message)
     assert code == 0, out
     assert "JSON in a mail attachment (application/tlsrpt+json" in out
 
@@ -287,9 +290,7 @@ def test_missing_required_field_fails_with_its_path(
     document = received_report()
     del document["policies"][0]["summary"]["total-failure-session-count"]
     document["policies"][0]["failure-details"][1]["result-type"] = "certificate-revoked"
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(document))
-    code, out, _ = inspect(capsys, path)
+    code, out, _ = inspect(capsys, tmp_path / "bad.json", json.dumps(document))
     assert code == 1
     assert "validation:    INVALID, 2 problem(s):" in out
     assert "$.policies[0].summary: 'total-failure-session-count' is a required property" in out
@@ -303,9 +304,9 @@ def test_missing_top_level_field_names_the_top(
 ) -> None:
     document = dict(built.document)
     del document["report-id"]
-    path = tmp_path / "bad.json.gz"
-    path.write_bytes(gzip.compress(json.dumps(document).encode()))
-    code, out, _ = inspect(capsys, path)
+    code, out, _ = inspect(
+        capsys, tmp_path / "bad.json.gz", gzip.compress(json.dumps(document).encode())
+    )
     assert code == 1
     assert "$: 'report-id' is a required property" in out
     assert "report-id:     -" in out
@@ -315,9 +316,9 @@ def test_duplicate_keys_make_a_report_invalid(
     tmp_path: Path, built: report.BuiltReport, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = built.json_bytes.decode()
-    path = tmp_path / "dup.json"
-    path.write_text(text[:-1] + ',"report-id":"other@example.net"}')
-    code, out, _ = inspect(capsys, path)
+    code, out, _ = inspect(
+        capsys, tmp_path / "dup.json", text[:-1] + ',"report-id":"other@example.net"}'
+    )
     assert code == 1
     assert "the key 'report-id' appears more than once" in out
 
@@ -368,9 +369,7 @@ def test_gunzip_stops_at_the_limit_and_reads_every_member() -> None:
 def test_non_report_files_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
 ) -> None:
-    path = tmp_path / "thing.json"
-    path.write_bytes(content)
-    code, out, err = inspect(capsys, path)
+    code, out, err = inspect(capsys, tmp_path / "thing.json", content)
     assert code == 1
     assert message in err
     assert out == ""
@@ -381,9 +380,7 @@ def test_control_characters_from_a_report_never_reach_the_terminal(
 ) -> None:
     document = received_report()
     document["organization-name"] = "Evil\x1b[2J\x1b]0;pwned\x07 Corp"
-    path = tmp_path / "evil.json"
-    path.write_text(json.dumps(document))
-    code, out, _ = inspect(capsys, path)
+    code, out, _ = inspect(capsys, tmp_path / "evil.json", json.dumps(document))
     assert code == 0
     assert "\x1b" not in out and "\x07" not in out
     assert "Evil?[2J?]0;pwned? Corp" in out

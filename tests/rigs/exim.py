@@ -57,19 +57,18 @@ import re
 import shutil
 import stat
 import subprocess
-import time
 from pathlib import Path
 
-import trustme
 from support.collector import make_traversable
 
 from rigs.postfix37 import (
     Destination,
-    _server_context,
     check_destinations,
-    fake_mx,
+    copy_log,
     fresh_workdir,
     log_tail,
+    start_fake_mxs,
+    wait_for_outcomes,
 )
 from rigs.smtpserver import SmtpServer
 
@@ -438,19 +437,9 @@ def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60
     log = log_dir / LOG_NAME
     names = name_checks_possible()
 
-    ca = trustme.CA()
-    ca_file = cert_dir / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert_dir.chmod(0o755)
-
     servers: list[SmtpServer] = []
     try:
-        for dest in destinations:
-            server = fake_mx(dest.mx_name, _server_context(ca, dest, cert_dir))
-            servers.append(server.__enter__())
-        for path in cert_dir.iterdir():
-            path.chmod(0o644)
-
+        ca_file = start_fake_mxs(destinations, cert_dir, servers)
         routes = config_dir / "routes"
         # "mx.<domain>::PORT byname" (resolved from the hosts file), else "127.0.0.1::PORT".
         routes.write_text(
@@ -480,25 +469,8 @@ def run_exim(workdir: Path, destinations: list[Destination], timeout: float = 60
             for number in range(1, dest.messages + 1):
                 _send(workdir, names, dest, number)
 
-        want = {dest.domain: dest.messages for dest in destinations}
-        deadline = time.monotonic() + timeout
-        while True:
-            counts = _outcomes(log, destinations)
-            if all(counts[domain] >= n for domain, n in want.items()):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Exim did not log an outcome for every message within {timeout}s "
-                    f"(wanted {want}, got {counts}); log tail:\n{log_tail(log)}"
-                )
-            time.sleep(0.2)
+        wait_for_outcomes(log, destinations, timeout, _outcomes, "Exim did not log an outcome")
     finally:
         for server in servers:
             server.__exit__(None, None, None)
     return log
-
-
-def copy_log(log: Path, target: Path) -> None:
-    """Copy a rig log somewhere that outlives the work directory."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(log, target)

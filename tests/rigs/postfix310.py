@@ -50,8 +50,8 @@ from typing import Any
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from support.paths import DATA
+from support.site import dkim_key, loopback_delivery
 
 from rigs import trixie
 from rigs.dnsserver import DnsServer
@@ -59,7 +59,6 @@ from rigs.httpsserver import HttpsTestServer
 from rigs.smtpserver import SmtpServer
 from tlsrpt_reporter.cli import commands
 from tlsrpt_reporter.config.load import load as load_config
-from tlsrpt_reporter.deliver import dkim
 from tlsrpt_reporter.schedule import build as schedule
 from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import collected as store
@@ -466,32 +465,27 @@ db = "{out / "reporter.sqlite"}"
 grace = 0
 spread = 0
 mx_host_reports = true
-[reporter.mail]
-from = "tlsrpt-noreply@{SUBMITTER}"
-relay = "127.0.0.1:25"
-[[reporter.mail.dkim]]
-domain = "{SUBMITTER}"
-selector = "tlsrpt"
-key = "{key}"
-record = "{record}"
-[reporter.https]
-allow_private = ["127.0.0.0/8"]
-ca_file = "{ca_file}"
-timeout = 10
-[dns]
-nameservers = ["127.0.0.1"]
-port = 53
-timeout = 2
 """
+        + loopback_delivery(
+            submitter=SUBMITTER,
+            relay_port=25,
+            key=key,
+            record=record,
+            ca_file=ca_file,
+            https_timeout=10,
+            dns_port=53,
+            dns_timeout=2,
+        )
     )
     return config
 
 
 def build_dry_run(config: Path, day: str, out: Path) -> subprocess.CompletedProcess[str]:
-    """``tlsrpt-reporter build`` into ``out`` (signed .eml and .json.gz per report)."""
+    """``tlsrpt-reporter build`` into ``out`` (signed .eml and .json.gz per report); --force:
+    the collector stamped today's date, a day that has not finished."""
     return subprocess.run(
         [sys.executable, "-m", "tlsrpt_reporter.cli", "build", "--config", str(config),
-         "--day", day, "--out", str(out)],
+         "--day", day, "--out", str(out), "--force"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -499,14 +493,15 @@ def build_dry_run(config: Path, day: str, out: Path) -> subprocess.CompletedProc
 def deliver(config: Path, day: str) -> dict[str, Any]:
     """Build ``day`` and deliver every report as ``send --now`` would, once the day is over.
 
-    The collector stamped today's date on the sessions; the reporter's clock is set past the
-    end of that day so that the day counts as finished (the same entry points ``send`` uses).
+    The collector stamped today's date on the sessions; the day is built as if its end had
+    passed (the same entry points ``send`` uses). The sender keeps the real clock: a mail's
+    Date and DKIM ``t=`` are when it is handed over, and a verifier refuses a ``t=`` from
+    tomorrow.
     """
     cfg_all = load_config(config)
     cfg = cfg_all.reporter
     sender = commands._sender(cfg, cfg_all.dns)
     now = timing.day_end(day) + 60
-    sender.clock = lambda: now
     conn = state.connect(cfg.db)
     try:
         schedule.build_due(cfg, conn, now, random.Random(8460))
@@ -540,20 +535,6 @@ def _mx_context(ca: trustme.CA, case: Case, certdir: Path) -> tuple[ssl.SSLConte
     return context, leaf.cert_chain_pems[0].bytes()
 
 
-def _dkim_key(out: Path) -> tuple[Path, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = out / "dkim.pem"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    record = dkim.record_for(dkim.load_key(dkim.DkimKey(SUBMITTER, "tlsrpt", pem)))
-    return pem, record
-
-
 def run(out: Path) -> dict[str, Any]:
     """The whole scenario; returns what the tests check (also written to result.json)."""
     started = time.monotonic()
@@ -569,7 +550,7 @@ def run(out: Path) -> dict[str, Any]:
     certs: dict[str, bytes] = {}
     for case in CASES:
         contexts[case.domain], certs[case.domain] = _mx_context(ca, case, certdir)
-    key, record = _dkim_key(out)
+    key, record = dkim_key(out, SUBMITTER)
     result["dkim_record"] = record
     postfix = Postfix(root)
     collector = CollectorProcess(out, postfix)

@@ -37,6 +37,7 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def _server_context(ca: trustme.CA, dest: Destination, certdir: Path) -> ssl.SSL
 
 
 # --- the fake MX ------------------------------------------------------------------------------
+
+
+def start_fake_mxs(
+    destinations: list[Destination], cert_dir: Path, servers: list[SmtpServer]
+) -> Path:
+    """Start a fake MX for each destination, appending each to ``servers`` once it runs (the
+    caller stops them, also after a failure half-way), with certificates from a new test CA
+    written to ``cert_dir`` for the MTA to read; the CA certificate's file."""
+    ca = trustme.CA()
+    ca_file = cert_dir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert_dir.chmod(0o755)
+    for dest in destinations:
+        server = fake_mx(dest.mx_name, _server_context(ca, dest, cert_dir))
+        servers.append(server.__enter__())
+    for path in cert_dir.iterdir():
+        path.chmod(0o644)
+    return ca_file
 
 
 def fake_mx(hostname: str, tls_context: ssl.SSLContext | None) -> SmtpServer:
@@ -330,6 +349,30 @@ def log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def wait_for_outcomes(
+    log: Path,
+    destinations: list[Destination],
+    timeout: float,
+    count: Callable[[Path, list[Destination]], dict[str, int]],
+    failure: str,
+) -> None:
+    """Wait until ``count`` (per domain, the outcomes the MTA logged) reaches the messages sent
+    to every destination; after ``timeout`` seconds TimeoutError: ``failure``, then what was
+    wanted and found and the tail of the log."""
+    want = {dest.domain: dest.messages for dest in destinations}
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = count(log, destinations)
+        if all(counts[domain] >= n for domain, n in want.items()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{failure} for every message within {timeout}s "
+                f"(wanted {want}, got {counts}); log tail:\n{log_tail(log)}"
+            )
+        time.sleep(0.2)
+
+
 def _wait_for_master_exit(pid_file: Path, timeout: float) -> None:
     try:
         pid = int(pid_file.read_text().split()[0])
@@ -373,20 +416,10 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
         os.chown(directory, postfix_user.pw_uid, postfix_user.pw_gid)
     log = log_dir / LOG_NAME
 
-    ca = trustme.CA()
-    ca_file = cert_dir / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert_dir.chmod(0o755)
-
     servers: list[SmtpServer] = []
     started = False
     try:
-        for dest in destinations:
-            server = fake_mx(dest.mx_name, _server_context(ca, dest, cert_dir))
-            servers.append(server.__enter__())
-        for path in cert_dir.iterdir():
-            path.chmod(0o644)
-
+        ca_file = start_fake_mxs(destinations, cert_dir, servers)
         transport = "".join(
             f"{dest.domain}\tsmtp:[{HOST}]:{server.port}\n"
             for dest, server in zip(destinations, servers, strict=True)
@@ -409,18 +442,9 @@ def run_postfix(workdir: Path, destinations: list[Destination], timeout: float =
             for number in range(1, dest.messages + 1):
                 _submit(config_dir, dest, number)
 
-        want = {dest.domain: dest.messages for dest in destinations}
-        deadline = time.monotonic() + timeout
-        while True:
-            counts = _status_counts(log, destinations)
-            if all(counts[domain] >= n for domain, n in want.items()):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Postfix did not log a status= line for every message within {timeout}s "
-                    f"(wanted {want}, got {counts}); log tail:\n{log_tail(log)}"
-                )
-            time.sleep(0.2)
+        wait_for_outcomes(
+            log, destinations, timeout, _status_counts, "Postfix did not log a status= line"
+        )
     finally:
         if started:
             _postfix(config_dir, "stop", check=False)

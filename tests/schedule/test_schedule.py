@@ -107,7 +107,9 @@ def _config(**values: Any) -> ReporterConfig:
 
 
 def test_an_mx_host_gets_a_report_of_the_dane_policies_naming_it(tmp_path: Path) -> None:
-    rows, result = schedule.build_reports(_config(), DAY, _day_data(), 1_772_500_000.0)
+    rows, result = schedule.build_reports(
+        _config(), DAY, _day_data(), 1_772_500_000.0, instance="a1"
+    )
     built = _built(rows)
     assert sorted(built) == ["a.example", "b.example", PROVIDER]
     assert result.reports == 3 and result.host_reports == 1
@@ -129,7 +131,7 @@ def test_an_mx_host_gets_a_report_of_the_dane_policies_naming_it(tmp_path: Path)
 
 def test_an_mx_host_that_is_a_recipient_domain_gets_one_report_with_both(tmp_path: Path) -> None:
     data = _day_data(provider_is_a_recipient=True)
-    rows, result = schedule.build_reports(_config(), DAY, data, 1_772_500_000.0)
+    rows, result = schedule.build_reports(_config(), DAY, data, 1_772_500_000.0, instance="a1")
     assert [row["domain"] for row in rows].count(PROVIDER) == 1
     host = _built(rows)[PROVIDER]
     assert host["record"] == PROVIDER_RECORD, "its own record, as the MTA saw it"
@@ -146,17 +148,17 @@ def test_an_mx_host_that_is_a_recipient_domain_gets_one_report_with_both(tmp_pat
 
 def test_mx_host_reports_can_be_turned_off() -> None:
     cfg = _config(mx_host_reports=False)
-    rows, result = schedule.build_reports(cfg, DAY, _day_data(), 1_772_500_000.0)
+    rows, result = schedule.build_reports(cfg, DAY, _day_data(), 1_772_500_000.0, instance="a1")
     assert [row["domain"] for row in rows] == ["a.example", "b.example"]
     assert result.host_reports == 0
-    merged, _ = schedule.build_reports(cfg, DAY, _day_data(True), 1_772_500_000.0)
+    merged, _ = schedule.build_reports(cfg, DAY, _day_data(True), 1_772_500_000.0, instance="a1")
     host = _built(merged)[PROVIDER]
     assert host["policies"]["tlsa"]["summary"]["total-successful-session-count"] == 10
 
 
 def test_never_report_applies_to_mx_hosts() -> None:
     cfg = _config(never_report=(PROVIDER,))
-    rows, result = schedule.build_reports(cfg, DAY, _day_data(), 1_772_500_000.0)
+    rows, result = schedule.build_reports(cfg, DAY, _day_data(), 1_772_500_000.0, instance="a1")
     assert [row["domain"] for row in rows] == ["a.example", "b.example"]
     assert result.skipped == [PROVIDER] and result.host_reports == 0
 

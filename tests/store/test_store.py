@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -716,37 +717,40 @@ def _version_1_database(path: Path, *, with_positions: bool) -> None:
     raw.close()
 
 
-def test_a_version_1_database_with_positions_saved_the_old_way_is_migrated_keeping_them(
-    db_path: Path,
-) -> None:
-    _version_1_database(db_path, with_positions=True)
+@contextlib.contextmanager
+def _migrated_version_1(db_path: Path, *, with_positions: bool) -> Iterator[sqlite3.Connection]:
+    """A version 1 database (``with_positions`` as in :func:`_version_1_database`), opened by
+    the store, which has migrated it to the current version: the connection, closed after."""
+    _version_1_database(db_path, with_positions=with_positions)
     conn = store.connect(db_path)
     try:
         assert collected_schema.user_version(conn) == store.SCHEMA_VERSION
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_a_version_1_database_with_positions_saved_the_old_way_is_migrated_keeping_them(
+    db_path: Path,
+) -> None:
+    with _migrated_version_1(db_path, with_positions=True) as conn:
         saved = positions.load(conn, LOG)
         assert saved == positions.IngestPosition(8, 9, 4096, {"adapter": {"a": 1}, "years": {}})
         assert set(lines_by_domain(conn)) == {"example.com", "example.org"}
         _save(conn, LOG, positions.IngestPosition(8, 9, 5000, {}))
         assert positions.load(conn, LOG) == positions.IngestPosition(8, 9, 5000, {})
-    finally:
-        conn.close()
 
 
 def test_a_version_1_database_without_positions_is_migrated_and_can_save_them(
     db_path: Path,
 ) -> None:
-    _version_1_database(db_path, with_positions=False)
-    conn = store.connect(db_path)
-    try:
-        assert collected_schema.user_version(conn) == store.SCHEMA_VERSION
+    with _migrated_version_1(db_path, with_positions=False) as conn:
         assert positions.load(conn, LOG) is None
         _save(conn, LOG, positions.IngestPosition(1, 2, 3, {}))
         assert positions.load(conn, LOG) == positions.IngestPosition(1, 2, 3, {})
         store.write(conn, store.build_batch(sample_aggregate()))
         counts = lines_by_domain(conn)["example.com"]["summary"]
         assert counts["total-successful-session-count"] == 4
-    finally:
-        conn.close()
 
 
 def test_a_reader_reads_a_version_1_database_without_migrating_it(db_path: Path) -> None:

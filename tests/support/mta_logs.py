@@ -1,4 +1,5 @@
-"""From an MTA's log to the reports it makes: ingest-log, then build, through the real CLI."""
+"""From an MTA's log to the reports it makes: ingest-log, then build, through the real CLI; and
+the log of an MTA rig's basic run."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
+from rigs.postfix37 import Destination
 
 from tlsrpt_reporter.report import schema
 
@@ -41,7 +46,8 @@ def reports_from_log(
     found: dict[str, Any] = {}
     for day in days[1].split(", "):
         out = tmp_path / f"out-{day}"
-        built = cli("build", "--config", str(config), "--day", day, "--out", str(out))
+        # A live rig's log is of today: --force builds a day that has not finished.
+        built = cli("build", "--config", str(config), "--day", day, "--out", str(out), "--force")
         assert built.returncode == 0, built.stderr
         for path in out.glob("*.json.gz"):
             report = json.loads(gzip.decompress(path.read_bytes()))
@@ -60,3 +66,19 @@ def reports_from_log(
                 )
                 assert policy["policy"]["policy-type"] == "no-policy-found"
     return found
+
+
+def valid_and_plain_log(
+    available: Callable[[], str | None], run: Callable[..., Path], workdir: Path
+) -> list[str]:
+    """The log lines of an MTA rig (``available``, ``run``: ``rigs.exim`` or ``rigs.postfix37``)
+    that sent one message to a valid MX at TLS level verify and one to an MX without STARTTLS
+    at level encrypt; the test is skipped where the rig cannot run."""
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
+    destinations = [
+        Destination("valid.test", "valid", "verify"),
+        Destination("plain.test", "no-starttls", "encrypt"),
+    ]
+    return run(workdir, destinations, timeout=60).read_text().splitlines()

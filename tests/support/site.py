@@ -36,6 +36,57 @@ def sts(domain: str) -> dict[str, Any]:
     }
 
 
+def dkim_key(directory: Path, domain: str) -> tuple[Path, str]:
+    """A new RSA key in ``directory/dkim.pem`` (PKCS#8) and the DKIM record that publishes it
+    for ``domain``, selector tlsrpt."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = directory / "dkim.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pem, dkim.record_for(dkim.load_key(dkim.DkimKey(domain, "tlsrpt", pem)))
+
+
+def loopback_delivery(
+    *,
+    submitter: str,
+    relay_port: int,
+    key: Path,
+    record: str,
+    ca_file: Path,
+    https_timeout: int,
+    dns_port: int,
+    dns_timeout: int,
+) -> str:
+    """The ``[reporter.mail]``, ``[[reporter.mail.dkim]]``, ``[reporter.https]`` and ``[dns]``
+    tables of a reporter that reaches only loopback test servers: mail from
+    tlsrpt-noreply@``submitter`` through the relay on 127.0.0.1:``relay_port``, signed with
+    ``key`` (selector tlsrpt, its ``record`` given); HTTPS to 127/8 trusting ``ca_file``; DNS
+    from 127.0.0.1:``dns_port``."""
+    return f"""\
+[reporter.mail]
+from = "tlsrpt-noreply@{submitter}"
+relay = "127.0.0.1:{relay_port}"
+[[reporter.mail.dkim]]
+domain = "{submitter}"
+selector = "tlsrpt"
+key = "{key}"
+record = "{record}"
+[reporter.https]
+allow_private = ["127.0.0.0/8"]
+ca_file = "{ca_file}"
+timeout = {https_timeout}
+[dns]
+nameservers = ["127.0.0.1"]
+port = {dns_port}
+timeout = {dns_timeout}
+"""
+
+
 def session(domain: str, record: str | None, failed: bool = False) -> bytes:
     policy = sts(domain) | {"t": 0, "f": 0}
     if failed:
@@ -85,17 +136,7 @@ class Site:
 
 def make_site(tmp_path: Path) -> Iterator[Site]:
     """Servers, a collected day and a configuration; the ``site`` fixture yields it."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / "dkim.pem"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    loaded = dkim.load_key(dkim.DkimKey(SUBMITTER, "tlsrpt", pem))
-    record = dkim.record_for(loaded)
+    pem, record = dkim_key(tmp_path, SUBMITTER)
     with (
         SmtpServer() as smtp,
         HttpsTestServer(tmp_path) as web,
@@ -138,22 +179,16 @@ db = "{reporter_db}"
 grace = 0
 spread = 0
 never_report = ["never.example"]
-[reporter.mail]
-from = "tlsrpt-noreply@{SUBMITTER}"
-relay = "127.0.0.1:{smtp.port}"
-[[reporter.mail.dkim]]
-domain = "{SUBMITTER}"
-selector = "tlsrpt"
-key = "{pem}"
-record = "{record}"
-[reporter.https]
-allow_private = ["127.0.0.0/8"]
-ca_file = "{web.ca_file}"
-timeout = 5
-[dns]
-nameservers = ["127.0.0.1"]
-port = {dns.port}
-timeout = 1
 """
+            + loopback_delivery(
+                submitter=SUBMITTER,
+                relay_port=smtp.port,
+                key=pem,
+                record=record,
+                ca_file=web.ca_file,
+                https_timeout=5,
+                dns_port=dns.port,
+                dns_timeout=1,
+            )
         )
         yield Site(tmp_path, config, collector_db, reporter_db, smtp, web, dns, record)

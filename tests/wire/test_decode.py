@@ -10,28 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import DATA
+from support.protocol import SPEC_RESULT_CODES
 
 from tlsrpt_reporter.errors import DatagramRejected
 from tlsrpt_reporter.model import RESULT_TYPES, Datagram, FailureDetail
+from tlsrpt_reporter.wire import canon
 from tlsrpt_reporter.wire import decode as wire
 from tlsrpt_reporter.wire.encode import datagram
 
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# docs/protocol.md, the result-code table (code -> RFC 8460 result-type).
-SPEC_RESULT_CODES = {
-    201: "starttls-not-supported",
-    202: "certificate-host-mismatch",
-    203: "certificate-not-trusted",
-    204: "certificate-expired",
-    205: "validation-failure",
-    301: "sts-policy-fetch-error",
-    302: "sts-policy-invalid",
-    303: "sts-webpki-invalid",
-    304: "tlsa-invalid",
-    305: "dnssec-invalid",
-    306: "dane-required",
-}
 # docs/protocol.md, "Policies": policy-type codes.
 SPEC_POLICY_TYPES = {1: "tlsa", 2: "sts", 9: "no-policy-found"}
 # docs/protocol.md, "Failure details": short key -> FailureDetail attribute.
@@ -207,7 +195,15 @@ def test_substituted_reason_code_keeps_the_original_reason(code: int) -> None:
 
 
 def test_every_detail_key_maps_to_its_rfc_8460_field() -> None:
-    values = {key: f"value-of-{key}" for key in SPEC_DETAIL_KEYS}
+    # Values already in canonical form (docs/canonical-forms.md) come through unchanged.
+    values = {
+        "s": "192.0.2.1",
+        "n": "mx.example.net",
+        "h": "mx.example.net",
+        "r": "2001:db8::25",
+        "a": "https://example.net/why",
+        "f": "certificate_verify_failed",
+    }
     (detail,) = one_detail_datagram({"c": 202, **values}).results[0].failure_details
     for key, field in SPEC_DETAIL_KEYS.items():
         assert getattr(detail, field) == values[key]
@@ -438,8 +434,10 @@ def test_notes_are_known_counter_names() -> None:
     obj = base_object()
     obj["extra"] = 1
     obj["policies"][0]["t"] = 5
-    obj["policies"][0]["failure-details"][0]["c"] = 777
-    obj["policies"][0]["failure-details"][0]["h"] = "\ud800"
+    obj["policies"][0]["policy-string"].append("")
+    first = obj["policies"][0]["failure-details"][0]
+    first.update(c=777, h="\ud800", s="not an address", a="free text", f="x\x01" + "y" * 2000)
+    obj["policies"][0]["failure-details"].append({"c": 203, "a": "more free text"})
     decoded = wire.decode(dumps(obj))
     assert set(decoded.notes) == set(wire.NOTES)
     assert list(decoded.notes) == sorted(set(decoded.notes))
@@ -480,6 +478,11 @@ REJECTIONS: list[tuple[str, bytes, str]] = [
     ("not-object-null", b"null", "not-object"),
     ("unknown-dpv-2", _mutated(lambda o: o.update(dpv="2")), "unknown-dpv"),
     ("dpv-number", _mutated(lambda o: o.update(dpv=1)), "unknown-dpv"),
+    (
+        "policy-string-too-long",
+        _mutated(lambda o: _pol(o).update({"policy-string": ["3 1 1 " + "AB" * 9000]})),
+        "policy-string-too-long",
+    ),
     ("dpv-null", _mutated(lambda o: o.update(dpv=None)), "unknown-dpv"),
     ("dpv-empty", _mutated(lambda o: o.update(dpv="")), "unknown-dpv"),
     ("missing-d", _mutated(lambda o: o.pop("d")), "missing-field"),
@@ -728,24 +731,34 @@ def test_valid_datagrams_round_trip_through_the_libtlsrpt_encoding(obj: dict[str
     domain = expected_domain(obj["d"])
     assert decoded.domain == domain
     assert decoded.record == (obj["pr"] or "")
-    assert decoded.notes == ()
+    assert set(decoded.notes) <= set(canon.NOTES)  # only the gate's repairs, if any
     assert len(decoded.results) == len(obj["policies"])
+    seen: set[str] = set()
     for sent, result in zip(obj["policies"], decoded.results, strict=True):
         pd = sent["policy-domain"]
-        assert result.policy.policy_type == SPEC_POLICY_TYPES[sent["policy-type"]]
+        policy_type = SPEC_POLICY_TYPES[sent["policy-type"]]
+        assert result.policy.policy_type == policy_type
         assert result.policy.policy_domain == (expected_domain(pd) if pd else domain)
-        assert result.policy.policy_string == tuple(sent["policy-string"] or ())
-        assert result.policy.mx_host == tuple(sent["mx-host"] or ())
+        # Every value arrives, in its canonical form (docs/canonical-forms.md).
+        strings = canon.policy_strings(policy_type, sent["policy-string"] or (), seen)
+        assert result.policy.policy_string == strings
+        assert result.policy.mx_host == canon.mx_hosts(sent["mx-host"] or (), seen)
         assert result.failed is (sent["f"] == 1)
         sent_details = sent["failure-details"] or []
         assert len(result.failure_details) == len(sent_details)
         for wire_detail, detail in zip(sent_details, result.failure_details, strict=True):
             assert detail.result_type == SPEC_RESULT_CODES[wire_detail["c"]]
-            for key, field in SPEC_DETAIL_KEYS.items():
-                value = wire_detail.get(key) or None
-                if key == "h" and value is not None:
-                    value = wire.announced_name(value)  # the name, not the whole reply
-                assert getattr(detail, field) == value
+            additional, reason = canon.additional_and_reason(
+                wire_detail.get("a"), wire_detail.get("f"), seen
+            )
+            assert (detail.additional_information, detail.failure_reason_code) == (
+                additional,
+                reason,
+            )
+            assert detail.sending_mta_ip == canon.ip(wire_detail.get("s"), seen)
+            assert detail.receiving_ip == canon.ip(wire_detail.get("r"), seen)
+            assert detail.receiving_mx_hostname == canon.host(wire_detail.get("n"), seen)
+            assert detail.receiving_mx_helo == canon.helo(wire_detail.get("h"), seen)
 
 
 # --- CachingDecoder -------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def cmd_ingest_log(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Dry run: reports and signed mails into a directory; nothing sent or recorded."""
-    return commands.cmd_build(args.config, args.db, args.day, Path(args.out))
+    return commands.cmd_build(args.config, args.db, args.day, Path(args.out), args.force)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--day", required=True, type=_day, help="UTC day, YYYY-MM-DD")
     p.add_argument("--out", required=True, help="directory for the .json.gz and .eml files")
     p.add_argument("--db", help="collector database to read (instead of reporter.sources)")
+    p.add_argument(
+        "--force", action="store_true",
+        help="build a day that has not finished (its end plus reporter.grace): a partial report",
+    )  # fmt: skip
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser(

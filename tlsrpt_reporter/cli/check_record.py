@@ -34,7 +34,12 @@ from tlsrpt_reporter.deliver.https import (
     split_addresses,
 )
 from tlsrpt_reporter.deliver.record import RecordError, ReportURI, is_tlsrpt_record, parse_record
-from tlsrpt_reporter.deliver.resolver import DnsTemporaryError, MxRecords, Resolver
+from tlsrpt_reporter.deliver.resolver import (
+    DnsTemporaryError,
+    MxRecords,
+    Resolver,
+    gather_lookups,
+)
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
 
@@ -284,17 +289,10 @@ async def _mailto(uri: ReportURI, resolver: Resolver) -> tuple[bool, list[Findin
     if hosts is None:
         return False, findings
     shown = hosts[:MAX_MX_HOSTS]
-    lookups = await asyncio.gather(
-        *(resolver.addresses(host) for host in shown), return_exceptions=True
-    )
-    answers: list[list[IPAddress] | None] = []
-    for found in lookups:
-        if isinstance(found, DnsTemporaryError):
-            answers.append(None)
-        elif isinstance(found, BaseException):
-            raise found
-        else:
-            answers.append(found)
+    lookups = await gather_lookups(*(resolver.addresses(host) for host in shown))
+    answers: list[list[IPAddress] | None] = [
+        None if isinstance(found, DnsTemporaryError) else found for found in lookups
+    ]
     reachable, verdict = judge_mail_hosts(uri, shown, answers, implicit=not mx.records)
     return reachable, [*findings, verdict]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
+import email.utils
 import json
 import logging
 import random
@@ -23,15 +25,18 @@ from typing import Any
 from tlsrpt_reporter import exposition, logs
 from tlsrpt_reporter.cli import status_metrics
 from tlsrpt_reporter.config import check as config_check
+from tlsrpt_reporter.config import identity
 from tlsrpt_reporter.config.load import load as load_config
 from tlsrpt_reporter.config.schema import DnsSettings, HttpsSettings, ReporterConfig
-from tlsrpt_reporter.deliver import bulk_sign, dkim
+from tlsrpt_reporter.deliver import bulk_sign, dkim, plan
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
 from tlsrpt_reporter.deliver.resolver import Resolver
 from tlsrpt_reporter.deliver.sender import Sender
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.schedule import timing
+from tlsrpt_reporter.store import instance as instance_store
 from tlsrpt_reporter.store import report_status, set_aside
 from tlsrpt_reporter.store import reports as state
 
@@ -63,25 +68,42 @@ def _keys(cfg: ReporterConfig) -> list[dkim.LoadedKey]:
     return [dkim.load_key(k) for k in _dkim_keys(cfg)]
 
 
-def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> int:
-    """Dry run: write each report's .json.gz and signed .eml into ``out``; send nothing."""
+def cmd_build(
+    config_path: str | None, db: str | None, day: str, out: Path, force: bool = False
+) -> int:
+    """Dry run: write each report's .json.gz and signed .eml into ``out``; send nothing.
+
+    A day that has not finished (its UTC end plus ``grace``) is refused unless ``force``: its
+    report would miss the rest of the day (RFC 8460 §4.1)."""
     cfg = load(config_path, db)
+    now = time.time()
+    ready = timing.ready_at(day, cfg.grace)
+    if now < ready and not force:
+        raise ConfigError(
+            f"{day} has not finished: it is ready to build at {_utc(ready)} (the end of the UTC "
+            f"day plus reporter.grace, {cfg.grace:g} s), in {_duration(ready - now)}; --force "
+            "builds it now from what was collected so far"
+        )
     _need_identity(cfg)
     keys = _keys(cfg)
+    own, whose = _dry_run_instance(cfg)
     data = sources.read_day(cfg.sources, day, cfg.source_timeout)
     for failure in data.failed_sources:
         print(f"warning: source unreadable: {failure}", file=sys.stderr)
-    rows, result = schedule.build_reports(cfg, day, data, time.time())
+    rows, result = schedule.build_reports(cfg, day, data, now, instance=own)
     out.mkdir(parents=True, exist_ok=True)
     # Unsigned here; signed below all at once, on every core.
     sender = Sender(cfg, Resolver(DnsSettings()), HttpsSettings(), [])
+    date = email.utils.format_datetime(dt.datetime.fromtimestamp(int(now), dt.UTC))
     mails: list[tuple[Path, bytes]] = []
     for row in rows:
         (out / row["filename"]).write_bytes(row["gzip"])
         to = _mailto(row["record"])
         if to and cfg.mail.from_addr:
-            stored = state.ReportRow(0, day, row["domain"], row["report_id"], row["message_id"],
-                                     row["date"], row["filename"], row["gzip"], row["summary"],
+            # As the first attempt to this destination would write it (deliver.sender).
+            msg_id = plan.destination_message_id(row["message_id"], f"mailto:{to}")
+            stored = state.ReportRow(0, day, row["domain"], row["report_id"], msg_id, date,
+                                     row["filename"], row["gzip"], row["summary"],
                                      row["record"], 0.0, "pending", 0, None)  # fmt: skip
             eml = out / row["filename"].replace(".json.gz", ".eml")
             mails.append((eml, sender.unsigned(stored, to)))
@@ -90,6 +112,7 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
         eml.write_bytes(message)
     emls = len(mails)
     print(f"{day}: {result.reports} reports written to {out} ({emls} with an .eml)")
+    print(f"  Report-IDs carry the instance id {own} ({whose})")
     if result.host_reports:
         print(f"  {result.host_reports} of them for MX hosts (their record is looked up when "
               "sending, so they have no .eml here)")  # fmt: skip
@@ -98,6 +121,27 @@ def cmd_build(config_path: str | None, db: str | None, day: str, out: Path) -> i
     if not keys:
         print("  note: no [[reporter.mail.dkim]] key configured, the .eml files are unsigned")
     return EXIT_OK
+
+
+def _dry_run_instance(cfg: ReporterConfig) -> tuple[str, str]:
+    """The instance id a dry run builds with, and where it comes from: the one ``send`` would
+    use when there is one (reporter.instance_id, else the state database's), else a fresh one.
+    The state database is only read, never created."""
+    if cfg.instance_id:
+        return cfg.instance_id, "reporter.instance_id"
+    stored = instance_store.stored_instance_id(cfg.db)
+    if stored:
+        return stored, f"kept in {cfg.db}"
+    return schedule.new_instance_id(), "random, for this dry run only: no state database yet"
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, int(seconds + 59) // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _mailto(record: str) -> str:
@@ -114,6 +158,12 @@ def _sender(cfg: ReporterConfig, dns: DnsSettings) -> Sender:
     missing = cfg.missing_identity()
     if missing:
         raise ConfigError(f"refusing to send: set {', '.join(missing)} (see check-config)")
+    # RFC 8460 §5.3: the submitter signs the report mails; None: no key, refused just above.
+    signing = identity.signers(cfg)
+    if signing is not None and signing.problem:
+        raise ConfigError(f"refusing to send: {signing.problem}")
+    for warning in signing.warnings() if signing is not None else []:
+        log.warning("DKIM: %s", warning)
     return Sender(cfg, Resolver(dns), cfg.https, _keys(cfg))
 
 

@@ -2,9 +2,9 @@
 
 This module owns the verdicts of ``tlsrpt-reporter check-config`` (is the file valid; do the
 collector's directories exist and take writes; what is missing before anything may be sent;
-can each source be found; do the DKIM keys load and match their records) and the ``[collectd]``
-check of ``tlsrpt-collectd --check-config``. It returns findings and lets the commands print
-them and choose the exit code.
+can each source be found; do the DKIM keys load and match their records, and does one sign as
+the submitter) and the ``[collectd]`` check of ``tlsrpt-collectd --check-config``. It returns
+findings and lets the commands print them and choose the exit code.
 
 It must not print, change anything, run a ``cmd:`` source or ask DNS: a key whose record is not
 in the file is checked when the reporter starts. Besides the shared core it imports
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tlsrpt_reporter.config import identity
 from tlsrpt_reporter.config.load import load, load_collectd, override_collectd
 from tlsrpt_reporter.config.schema import CollectdConfig, Config, ReporterConfig
 from tlsrpt_reporter.config.source_syntax import command_words, is_command
@@ -86,7 +87,8 @@ def collecting(cd: CollectdConfig) -> list[Finding]:
 
 def sending(cfg: Config, deferred: dict[str, ConfigError] | None = None) -> list[Finding]:
     """What stands between the reporter and sending: identity, sources, the [dns] and
-    [reporter.https] tables (their errors as :func:`load` deferred them), the DKIM keys."""
+    [reporter.https] tables (their errors as :func:`load` deferred them), the DKIM keys and
+    whether one signs as the submitter."""
     rep = cfg.reporter
     found = [
         Finding("missing", f"sending: {item} is not set; reports are built but never sent")
@@ -99,7 +101,22 @@ def sending(cfg: Config, deferred: dict[str, ConfigError] | None = None) -> list
             found.append(Finding("error", str(problem)))
         else:
             found.append(Finding("ok", f"[{name}] settings"))
-    return found + _dkim(rep)
+    return found + _dkim(rep) + _signers(rep)
+
+
+def _signers(rep: ReporterConfig) -> list[Finding]:
+    """RFC 8460 §5.3: a key signs as the submitter (``send`` and ``run`` refuse otherwise)."""
+    try:
+        signing = identity.signers(rep)
+    except ConfigError as exc:  # a contact_info built in code, not read from the file
+        return [Finding("error", str(exc))]
+    if signing is None:
+        return []  # no contact_info or no key: already reported as missing
+    if signing.problem:
+        return [Finding("error", f"DKIM: {signing.problem}")]
+    keys = ", ".join(f"d={k.domain} s={k.selector}" for k in signing.aligned)
+    ok = Finding("ok", f"DKIM: {keys} signs as the submitter {signing.submitter}")
+    return [ok, *(Finding("warning", f"DKIM: {line}") for line in signing.warnings())]
 
 
 def _source(source: str) -> Finding:

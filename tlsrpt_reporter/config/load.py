@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from tlsrpt_reporter.config import identity
 from tlsrpt_reporter.config import values as v
 from tlsrpt_reporter.config.schema import (
     CollectdConfig,
@@ -193,7 +194,7 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
     f, d = Fields(table, "reporter."), ReporterConfig()
     cfg = ReporterConfig(
         organization_name=f.get("organization_name", v.string, d.organization_name),
-        contact_info=f.get("contact_info", v.address, d.contact_info),
+        contact_info=f.get("contact_info", identity.contact_info, d.contact_info),
         # Empty: the collector's own database, the usual single-host setup.
         sources=f.get("sources", v.source_list, d.sources) or (collectd.db,),
         db=f.get("db", v.string, d.db),
@@ -209,6 +210,7 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
             "max_reports_per_destination", v.count, d.max_reports_per_destination
         ),
         mx_host_reports=f.get("mx_host_reports", v.boolean, d.mx_host_reports),
+        instance_id=f.get("instance_id", v.instance_id, d.instance_id),
         mail=mail,
     )
     return cfg, https

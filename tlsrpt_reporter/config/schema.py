@@ -108,6 +108,9 @@ class ReporterConfig:
     max_reports_per_destination: int = 1000
     # RFC 8460 §1.1: also report DANE policies to the MX host they name, when it has a record.
     mx_host_reports: bool = True
+    # RFC 8460 §4.4: part of every Report-ID, so that two reporter instances never send the same
+    # one; "" = the random id kept in the state database (store.instance).
+    instance_id: str = ""
     mail: MailConfig = field(default_factory=MailConfig)
     https: HttpsSettings = field(default_factory=HttpsSettings)
 

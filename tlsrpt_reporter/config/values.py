@@ -206,6 +206,15 @@ def address(name: str, value: object) -> str:
     return text
 
 
+def instance_id(name: str, value: object) -> str:
+    """1 to 32 ASCII letters and digits: this instance's part of every Report-ID."""
+    if not (isinstance(value, str) and 0 < len(value) <= 32 and value.isascii()
+            and value.isalnum()):  # fmt: skip
+        raise ConfigError(f"{name} must be 1 to 32 letters and digits (A-Z, a-z, 0-9), got "
+                          f"{value!r}")  # fmt: skip
+    return value
+
+
 def domain(name: str, value: str) -> str:
     """A domain name, normalised (lower-case A-labels, no trailing dot)."""
     try:

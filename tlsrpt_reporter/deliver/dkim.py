@@ -20,7 +20,7 @@ import gzip
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import dkim
 import dkim.crypto
@@ -84,12 +84,14 @@ class KeyCheck:
     services: tuple[str, ...] = ()  # the record's s= values; ("*",) when s= is absent
 
 
-def sign(message: bytes, keys: Sequence[LoadedKey]) -> bytes:
+def sign(message: bytes, keys: Sequence[LoadedKey], *, timestamp: int | None = None) -> bytes:
     """Return ``message`` with one DKIM-Signature per key prepended, in the order given.
 
     relaxed/relaxed canonicalisation; rsa-sha256 or ed25519-sha256; never an ``l=`` tag
     (RFC 8460 §5.3); the header list is :data:`SIGNED_HEADERS`, each listed once more than it
     occurs so that a second copy added in transit breaks the signature (RFC 6376 §8.15).
+    ``timestamp`` is the signature's ``t=`` (default: now); both signature algorithms are
+    deterministic, so the same message and ``timestamp`` give the same bytes on every retry.
     """
     if not keys:
         raise DkimError(
@@ -102,16 +104,17 @@ def sign(message: bytes, keys: Sequence[LoadedKey]) -> bytes:
         try:
             # tlsrpt=True makes dkimpy drop l= whatever else is asked (RFC 8460 §5.3); it adds
             # no tag to the signature: the s=tlsrpt marking lives in the DNS record.
-            signature: bytes = dkim.sign(
-                message,
+            signer = _Signer(
+                message, signature_algorithm=loaded.algorithm.encode("ascii"), tlsrpt=True
+            )
+            signer.timestamp = timestamp
+            signature: bytes = signer.sign(
                 loaded.key.selector.encode("ascii"),
                 loaded.key.domain.encode("ascii"),
                 loaded.private_key,
                 canonicalize=(b"relaxed", b"relaxed"),
-                signature_algorithm=loaded.algorithm.encode("ascii"),
                 include_headers=[h.encode("ascii") for h in include],
                 length=False,
-                tlsrpt=True,
             )
         except dkim.DKIMException as exc:
             raise DkimError(
@@ -120,6 +123,19 @@ def sign(message: bytes, keys: Sequence[LoadedKey]) -> bytes:
             ) from exc
         signatures.append(signature)
     return b"".join(signatures) + message
+
+
+class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy has no type information
+    """dkimpy's signer, with the ``t=`` tag set from :attr:`timestamp` when given (dkimpy
+    always writes the current time)."""
+
+    timestamp: int | None = None
+
+    def gen_header(self, fields: list[tuple[bytes, bytes]], *args: object, **kw: object) -> Any:
+        """Set ``t=`` in the fields about to be signed, then sign as dkimpy does."""
+        if self.timestamp is not None:
+            fields[:] = [(k, str(self.timestamp).encode() if k == b"t" else v) for k, v in fields]
+        return super().gen_header(fields, *args, **kw)
 
 
 def check_key(key: LoadedKey, record_text: str) -> KeyCheck:

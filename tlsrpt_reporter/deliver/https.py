@@ -46,6 +46,8 @@ class HttpsDeliveryError(DeliveryError):
     ``permanent`` tells the scheduler not to retry: the destination can never be used as it is
     written (a malformed URI, an address the operator does not allow). Everything else, HTTP
     errors, timeouts and TLS failures included, is worth retrying (RFC 8460 §5.5).
+    ``retry_after`` is the answer's Retry-After header as sent (the scheduler judges it with
+    ``deliver.plan.retry_after``).
     """
 
     def __init__(
@@ -56,11 +58,13 @@ class HttpsDeliveryError(DeliveryError):
         address: str = "",
         status: int | None = None,
         permanent: bool = False,
+        retry_after: str = "",
     ) -> None:
         super().__init__(message, permanent=permanent)
         self.url = url
         self.address = address
         self.status = status
+        self.retry_after = retry_after
 
 
 class InvalidReportUrl(HttpsDeliveryError):
@@ -326,6 +330,7 @@ async def _post_to(
             url=target.url,
             address=address,
             status=response.status_code,
+            retry_after=_printable(response.headers.get("Retry-After", ""))[:_ERROR_BODY_CHARS],
         )
     return PostResult(
         url=target.url,

@@ -17,8 +17,9 @@ import asyncio
 import ipaddress
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -46,6 +47,8 @@ FALLBACK_NAMESERVER = "127.0.0.1"
 # DNS flag day 2020: an EDNS buffer that avoids IP fragmentation; larger answers go over TCP.
 _EDNS_PAYLOAD = 1232
 _DETAIL_LENGTH = 300
+
+T = TypeVar("T")
 
 
 class DnsError(TlsRptError):
@@ -145,18 +148,14 @@ class Resolver:
             qname = _qname(_domain(host))
         except ValueError:
             return []
-        outcomes = await asyncio.gather(
-            self._query(qname, dns.rdatatype.A),
-            self._query(qname, dns.rdatatype.AAAA),
-            return_exceptions=True,
+        outcomes = await gather_lookups(
+            self._query(qname, dns.rdatatype.A), self._query(qname, dns.rdatatype.AAAA)
         )
         found: list[IPAddress] = []
         failures: list[DnsTemporaryError] = []
         for outcome in outcomes:
             if isinstance(outcome, DnsTemporaryError):
                 failures.append(outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
                 for rdata in outcome.rdatas:
                     if isinstance(rdata, A | AAAA):
@@ -270,6 +269,21 @@ class Resolver:
         if answer.rrset is None:
             return _Answer("nodata", (), f"{what}: no such records (NODATA)")
         return _Answer("ok", tuple(answer.rrset), f"{what}: {len(answer.rrset)} records")
+
+
+async def gather_lookups(*lookups: Awaitable[T]) -> list[T | DnsTemporaryError]:
+    """Run DNS ``lookups`` at once: each one's answer, or the DnsTemporaryError it failed with
+    (the others may still have answered); any other exception is raised."""
+    outcomes = await asyncio.gather(*lookups, return_exceptions=True)
+    results: list[T | DnsTemporaryError] = []
+    for outcome in outcomes:
+        if isinstance(outcome, DnsTemporaryError):
+            results.append(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append(outcome)
+    return results
 
 
 def _make_resolver(settings: DnsSettings, resolv_conf: str) -> dns.asyncresolver.Resolver:

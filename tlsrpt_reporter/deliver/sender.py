@@ -8,6 +8,7 @@ receiver drop the duplicate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import logging
@@ -200,12 +201,22 @@ class Sender:
         now = self.clock()
         attempts = delivery.attempts + 1
         first = delivery.first_attempt or now
+        backoff_at = now + backoff(attempts, self.rng)
+        row = state.report(conn, delivery.report)
+        message_id, date = delivery.message_id, delivery.date
+        if delivery.destination.startswith("mailto:") and not message_id:
+            # RFC 5322 §3.6.1: the Date is when the mail is first handed to the relay or MX (now),
+            # and this destination has a Message-ID of its own; both are kept, so every retry
+            # to it is byte-identical to this first attempt (RFC 8460 §5.5).
+            message_id = plan.destination_message_id(row.message_id, delivery.destination)
+            date = email.utils.format_datetime(dt.datetime.fromtimestamp(int(now), dt.UTC))
         # Recorded before the attempt: a crash now means a retry later, never a lost report.
         state.set_delivery(
             conn, delivery.report, delivery.destination, attempts=attempts,
-            first_attempt=first, next_attempt=now + backoff(attempts, self.rng),
+            first_attempt=first, next_attempt=backoff_at, message_id=message_id, date=date,
         )  # fmt: skip
-        row = state.report(conn, delivery.report)
+        if message_id:
+            row = dataclasses.replace(row, message_id=message_id, date=date)
         try:
             detail = await self._deliver(row, delivery.destination)
         except _DELIVERY_ERRORS as exc:
@@ -214,11 +225,18 @@ class Sender:
                 outcome = "given-up"
             else:
                 outcome = "failed-retrying"
+            # A receiver's Retry-After inside the retry window sets the next attempt.
+            asked = _retry_after(exc, self.clock())
+            later = plan.next_attempt(backoff_at, asked, self.clock(), first, self.cfg.retry_for)
             state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
-                               last_error=str(exc)[:1000],
+                               last_error=str(exc)[:1000], next_attempt=later,
                                error_kind=error_kinds.of_exception(exc))  # fmt: skip
             log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
                         delivery.destination, attempts, outcome, exc)  # fmt: skip
+            if asked is not None and outcome == "failed-retrying":
+                how = "as its Retry-After asks" if later != backoff_at else "(Retry-After too late)"
+                log.info("report %s to %s: next attempt at %s %s", row.report_id,
+                         delivery.destination, _utc(later), how)  # fmt: skip
             self._note_relay_problem(exc)
         except Exception as exc:  # a fault nobody foresaw: this destination only, retried
             late = self.clock() - first >= self.cfg.retry_for
@@ -270,12 +288,14 @@ class Sender:
         return str(posted)
 
     def compose(self, row: state.ReportRow, address: str) -> bytes:
-        """The signed report mail of ``row`` for ``address``."""
-        return dkim.sign(self.unsigned(row, address), self.keys)
+        """The signed report mail of ``row`` for ``address``, with the row's Date and
+        Message-ID; the signatures' ``t=`` is that Date, so a retry gives the same bytes."""
+        stamp = int(_mail_date(row.date).timestamp())
+        return dkim.sign(self.unsigned(row, address), self.keys, timestamp=stamp)
 
     def unsigned(self, row: state.ReportRow, address: str) -> bytes:
         """The report mail of ``row`` for ``address``, before DKIM signing."""
-        date = email.utils.parsedate_to_datetime(row.date) or dt.datetime.now(dt.UTC)
+        date = _mail_date(row.date)
         return mail.compose(
             report_domain=row.domain,
             submitter=self.cfg.contact_info.rpartition("@")[2].lower(),
@@ -288,3 +308,22 @@ class Sender:
             date=date,
             message_id=row.message_id,
         )
+
+
+def _mail_date(date: str) -> dt.datetime:
+    """A stored RFC 5322 date (now when there is none to read)."""
+    try:
+        return email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return dt.datetime.now(dt.UTC)
+
+
+def _retry_after(exc: BaseException, now: float) -> float | None:
+    """The time an HTTPS receiver asked us to come back at (``deliver.plan.retry_after``)."""
+    if isinstance(exc, https.HttpsDeliveryError):
+        return plan.retry_after(exc.status, exc.retry_after, now)
+    return None
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))

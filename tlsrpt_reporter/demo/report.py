@@ -104,7 +104,8 @@ async def run(workdir: Path, collector_db: Path, days: list[str]) -> int:
         now = time.time()
         built = 0
         for day, day_data in data.items():
-            rows, _ = schedule.build_reports(cfg, day, day_data, now)
+            own = schedule.instance_for(cfg, conn)
+            rows, _ = schedule.build_reports(cfg, day, day_data, now, instance=own)
             for row in rows:
                 row["send_at"] = now
                 row["record"] = _to_sink(row["record"], web.port)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tlsrpt_reporter.config.identity import submitter_domain
+from tlsrpt_reporter.config.values import instance_id
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError, TlsRptError
 from tlsrpt_reporter.model import DETAIL_FIELDS, RESULT_TYPES
@@ -28,10 +30,12 @@ class ReportError(TlsRptError):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who sends the reports (RFC 8460 §4.4 organization-name, contact-info)."""
+    """Who sends the reports (RFC 8460 §4.4 organization-name, contact-info), and which reporter
+    instance builds them (its part of every Report-ID; '' leaves it out)."""
 
     organization_name: str
     contact_info: str
+    instance: str = ""
 
     @property
     def submitter(self) -> str:
@@ -64,10 +68,12 @@ class BuiltReport:
     totals: Totals
 
 
-def report_id(day: str, domain: str, submitter: str) -> str:
-    """A stable Report-ID for (day, domain, submitter): retries and rebuilds reuse it, so a
-    receiver can drop duplicates (RFC 8460 §5.3)."""
-    return f"{day.replace('-', '.')}.{_short_hash(domain)}@{submitter}"
+def report_id(day: str, domain: str, submitter: str, instance: str = "") -> str:
+    """A stable Report-ID for (day, domain, submitter, reporter instance): retries and rebuilds
+    reuse it, so a receiver can drop duplicates (RFC 8460 §5.3), and two reporter instances of
+    one submitter never send the same one (RFC 8460 §4.4: the id is unique)."""
+    middle = f"{instance}." if instance else ""
+    return f"{day.replace('-', '.')}.{middle}{_short_hash(domain)}@{submitter}"
 
 
 def _short_hash(domain: str) -> str:
@@ -81,10 +87,11 @@ def day_range(day: str) -> tuple[int, int]:
     return first, first + 86399
 
 
-def filename(submitter: str, domain: str, day: str) -> str:
-    """RFC 8460 §5.3 file name; the unique-id is letters and digits only."""
+def filename(submitter: str, domain: str, day: str, instance: str = "") -> str:
+    """RFC 8460 §5.1 file name; the unique-id (letters and digits only) tells apart the reports
+    of one domain from different reporter instances."""
     first, last = day_range(day)
-    return f"{submitter}!{domain}!{first}!{last}!{_short_hash(domain)}.json.gz"
+    return f"{submitter}!{domain}!{first}!{last}!{instance}{_short_hash(domain)}.json.gz"
 
 
 def build(
@@ -125,7 +132,7 @@ def build(
             details_total += len(kept)
         policies.append(entry)
     first, last = day_range(day)
-    rid = report_id(day, domain, identity.submitter)
+    rid = report_id(day, domain, identity.submitter, identity.instance)
     # RFC 8460 §4.4: key order as in the RFC's example; one full UTC day (ecosystem practice).
     document = {
         "organization-name": identity.organization_name,
@@ -142,7 +149,7 @@ def build(
         domain=domain,
         day=day,
         report_id=rid,
-        filename=filename(identity.submitter, domain, day),
+        filename=filename(identity.submitter, domain, day, identity.instance),
         document=document,
         json_bytes=json_bytes,
         gzip_bytes=gzip.compress(json_bytes, compresslevel=9, mtime=0),
@@ -159,10 +166,10 @@ def _check_identity(identity: Identity) -> None:
             f"reporter.contact_info {identity.contact_info!r} is not an address like "
             "tlsrpt@example.net"
         )
-    try:
-        normalize_domain(domain)
-    except ValueError as exc:
-        raise ConfigError(f"reporter.contact_info has a bad domain {domain!r}: {exc}") from None
+    # What the report schema wants of contact-info's domain, checked as check-config does.
+    submitter_domain("reporter.contact_info", identity.contact_info)
+    if identity.instance:
+        instance_id("reporter.instance_id", identity.instance)
 
 
 # (policy-type, policy-domain, policy-string, mx-host) ; details keyed by their field tuple.

@@ -12,6 +12,7 @@ import datetime as dt
 import email.utils
 import logging
 import random
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tlsrpt_reporter.logs import Progress
 from tlsrpt_reporter.report import document as report
 from tlsrpt_reporter.report import schema, sources
 from tlsrpt_reporter.schedule.timing import day_end, due_days, send_times
+from tlsrpt_reporter.store import instance as instance_store
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store import set_aside
 
@@ -40,10 +42,22 @@ def choose_record(records: dict[tuple[str, str], float], domain: str) -> str:
 
 
 def message_id(report_id: str) -> str:
-    """A Message-ID (without angle brackets) derived from the Report-ID, identical on every
-    resend so that receivers can drop a duplicate."""
+    """The stem (a msg-id without angle brackets) every destination's Message-ID is made from
+    (``deliver.plan.destination_message_id``), derived from the Report-ID."""
     left, _, right = report_id.partition("@")
     return f"tlsrpt.{left}@{right}"
+
+
+def new_instance_id() -> str:
+    """A fresh random reporter instance id: 16 hex digits, never derived from the host name."""
+    return secrets.token_hex(8)
+
+
+def instance_for(cfg: ReporterConfig, conn: sqlite3.Connection) -> str:
+    """This reporter's instance id (RFC 8460 §4.4: Report-IDs unique across instances):
+    ``reporter.instance_id`` when set, else the random one kept in the state database (made
+    on first use)."""
+    return cfg.instance_id or instance_store.instance_id(conn, new_instance_id)
 
 
 # --- applying them -----------------------------------------------------------------------
@@ -69,16 +83,18 @@ def build_reports(
     data: sources.DayData,
     now: float,
     only: set[str] | None = None,
+    *,
+    instance: str,
 ) -> tuple[list[dict[str, Any]], BuildResult]:
     """Build, validate and describe every report of ``day`` (no state written): one per
     recipient domain, and with ``cfg.mx_host_reports`` one per MX host named by a DANE policy
     (merged into that host's own report when it is a recipient domain too); with ``only``,
-    just the reports of those domains.
+    just the reports of those domains. Each Report-ID carries ``instance`` (:func:`instance_for`).
 
     A report that cannot be built or fails the schema is set aside with its reason
     (``BuildResult.set_aside``): one bad input never stops the other reports of the day.
     """
-    identity = report.Identity(cfg.organization_name, cfg.contact_info)
+    identity = report.Identity(cfg.organization_name, cfg.contact_info, instance)
     recipients = set(report.domains_of(data.lines, day))
     result = BuildResult(day=day)
     rows: list[dict[str, Any]] = []
@@ -151,6 +167,7 @@ def build_due(
     retry once, by itself, what an older version of the program set aside."""
     retry_set_aside(cfg, conn, now, automatic=True)
     results = []
+    own = instance_for(cfg, conn)
     days = sources.days_with_data(cfg.sources, now)
     for day in due_days(days, lambda d: state.is_built(conn, d), now, cfg.grace):
         data = sources.read_day(cfg.sources, day, cfg.source_timeout)
@@ -168,7 +185,7 @@ def build_due(
                 continue
             note = "built without: " + "; ".join(data.failed_sources)
             log.error("building %s although sources failed: %s", day, note)
-        rows, result = build_reports(cfg, day, data, now)
+        rows, result = build_reports(cfg, day, data, now, instance=own)
         start = max(now, day_end(day) + cfg.grace)
         for row, when in zip(rows, send_times(len(rows), start, cfg.spread, rng), strict=True):
             row["send_at"] = when
@@ -209,7 +226,9 @@ def retry_set_aside(
     for retry_day in sorted({entry.day for entry in waiting}):
         domains = {entry.domain for entry in waiting if entry.day == retry_day}
         data = sources.read_day(cfg.sources, retry_day, cfg.source_timeout)
-        rows, result = build_reports(cfg, retry_day, data, now, only=domains)
+        rows, result = build_reports(
+            cfg, retry_day, data, now, only=domains, instance=instance_for(cfg, conn)
+        )
         for row in rows:
             row["send_at"] = now
             set_aside.resolve(conn, retry_day, row)

@@ -41,8 +41,13 @@ def day_end(day: str) -> float:
     return start + 86400.0
 
 
+def ready_at(day: str, grace: float) -> float:
+    """When ``day`` has finished: its UTC end plus ``grace`` for late data (RFC 8460 §4.1)."""
+    return day_end(day) + grace
+
+
 def due_days(
     days: Sequence[str], built: Callable[[str], bool], now: float, grace: float
 ) -> list[str]:
     """Days that ended at least ``grace`` seconds ago and were not built yet."""
-    return [d for d in days if day_end(d) + grace <= now and not built(d)]
+    return [d for d in days if ready_at(d, grace) <= now and not built(d)]

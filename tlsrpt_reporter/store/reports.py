@@ -1,20 +1,24 @@
 """The reporter's state database: built reports and the delivery of each to each destination.
 
-Schema, version 3 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
-version 2 the ``set_aside`` table):
+Schema, version 4 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
+version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id``/``date``):
 
 ``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once, all or nothing.
-``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``,
-    ``message_id`` and ``date`` (so a resend is byte-identical to the first send), the record
-    its destinations come from (``''``: look it up in DNS at send time), ``send_at``, and
+``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``
+    (fixed when built, so every retry reuses it), ``message_id`` (the stem each destination's
+    Message-ID is made from), ``date`` (when it was built, RFC 5322 form), the record its
+    destinations come from (``''``: look it up in DNS at send time), ``send_at``, and
     ``status``: ``pending`` (destinations not resolved yet) -> ``sending`` -> ``delivered`` (one
     destination accepted) | ``given-up`` | ``no-destination``.
 ``delivery``: one row per (report, destination URI): ``state`` ``pending`` |
     ``failed-retrying`` | ``sent`` | ``given-up``, ``attempts``, ``first_attempt``,
     ``next_attempt``, ``accepted_at``, ``last_error``, ``error_kind`` (the last error's kind,
-    one of ``deliver.error_kinds.KINDS``; ``''`` in rows from version 1), ``detail``.
+    one of ``deliver.error_kinds.KINDS``; ``''`` in rows from version 1), ``detail``, and for
+    a ``mailto:`` destination the mail's ``message_id`` and ``date``, fixed when it is first
+    handed over (``''`` before that), so a retry is byte-identical to the first attempt.
 ``set_aside``: one row per (day, domain) whose report could not be built or failed the schema:
     ``reason``, the program ``version`` that tried, ``at``, ``retries`` (see ``store.set_aside``).
+``meta``: ``key`` -> ``value``: this reporter instance's ``instance_id`` (see ``store.instance``).
 
 Every change is committed before the next network action, so a crash at any moment loses no
 pending report, and an attempt is recorded before it starts.
@@ -34,7 +38,7 @@ from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.store.tx import transaction
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Every value of report.status and delivery.state, in the order of their life.
 REPORT_STATUSES = ("pending", "sending", "delivered", "given-up", "no-destination")
@@ -78,10 +82,13 @@ CREATE TABLE delivery (
     last_error TEXT NOT NULL DEFAULT '',
     error_kind TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
+    message_id TEXT NOT NULL DEFAULT '',
+    date TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (report, destination)
 );
 CREATE INDEX delivery_due ON delivery (state, next_attempt);
-CREATE TABLE set_aside (
+"""
+_SET_ASIDE = """CREATE TABLE set_aside (
     day TEXT NOT NULL,
     domain TEXT NOT NULL,
     reason TEXT NOT NULL,
@@ -89,12 +96,24 @@ CREATE TABLE set_aside (
     at REAL NOT NULL,
     retries INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, domain)
-);
-"""
+)"""
+_META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_SCHEMA += f"{_SET_ASIDE};\n{_META};\n"
 # What each older version lacks, applied in order under one write lock.
 _MIGRATIONS = {
     1: ("ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''",),
-    2: (_SCHEMA[_SCHEMA.index("CREATE TABLE set_aside") :],),
+    2: (_SET_ASIDE,),
+    3: (
+        "ALTER TABLE delivery ADD COLUMN message_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE delivery ADD COLUMN date TEXT NOT NULL DEFAULT ''",
+        # A mail already tried went out with the report's Message-ID and Date: keep them, so
+        # its retries stay byte-identical (RFC 8460 §5.5).
+        "UPDATE delivery SET"
+        " message_id = (SELECT message_id FROM report WHERE report.id = delivery.report),"
+        " date = (SELECT date FROM report WHERE report.id = delivery.report)"
+        " WHERE attempts > 0 AND destination LIKE 'mailto:%'",
+        _META,
+    ),
 }
 
 
@@ -132,6 +151,9 @@ class DeliveryRow:
     attempts: int
     first_attempt: float | None
     next_attempt: float
+    # A mailto: destination's Message-ID and Date once first handed over ('' before).
+    message_id: str = ""
+    date: str = ""
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -214,11 +236,12 @@ def insert_day(
     with transaction(conn):
         for r in reports:
             insert_report(conn, day, r)
-        conn.executemany(
-            "INSERT OR REPLACE INTO set_aside (day, domain, reason, version, at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(day, domain, reason, version, now) for domain, reason, version in set_aside],
-        )
+        if set_aside:
+            conn.executemany(
+                "INSERT OR REPLACE INTO set_aside (day, domain, reason, version, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(day, domain, reason, version, now) for domain, reason, version in set_aside],
+            )
         conn.execute(
             "INSERT INTO built_day (day, built_at, reports, note) VALUES (?, ?, ?, ?)",
             (day, now, len(reports), note),
@@ -261,7 +284,7 @@ def report(conn: sqlite3.Connection, report_id: int) -> ReportRow:
 _REPORT_SETTABLE = frozenset(("status", "attempts", "first_attempt", "next_attempt", "last_error"))
 _DELIVERY_SETTABLE = frozenset(
     ("state", "attempts", "first_attempt", "next_attempt", "accepted_at", "last_error",
-     "error_kind", "detail")
+     "error_kind", "detail", "message_id", "date")
 )  # fmt: skip
 
 
@@ -296,9 +319,9 @@ def add_destinations(
 def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[DeliveryRow]:
     """Deliveries to attempt now (all unfinished ones with ``force``)."""
     rows = conn.execute(
-        "SELECT report, destination, state, attempts, first_attempt, next_attempt FROM delivery"
-        " WHERE state IN ('pending', 'failed-retrying') AND (? OR next_attempt <= ?)"
-        " ORDER BY next_attempt",
+        "SELECT report, destination, state, attempts, first_attempt, next_attempt, message_id,"
+        " date FROM delivery WHERE state IN ('pending', 'failed-retrying')"
+        " AND (? OR next_attempt <= ?) ORDER BY next_attempt",
         (force, now),
     )
     return [DeliveryRow(*row) for row in rows]

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import DatagramRejected
 from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
+from tlsrpt_reporter.wire import canon
 
 # Every reason a datagram can be rejected for; each is a per-day counter "rejected:<reason>".
 REJECT_REASONS = (
@@ -26,6 +27,7 @@ REJECT_REASONS = (
     "unknown-policy-type",
     "invalid-domain",
     "too-deep",
+    "policy-string-too-long",
 )
 
 # Notes on accepted datagrams; each is a per-day counter too.
@@ -38,6 +40,7 @@ NOTES = (
     NOTE_UNKNOWN_KEYS,
     NOTE_DETAIL_COUNT_MISMATCH,
     NOTE_UNKNOWN_RESULT_CODE,
+    *canon.NOTES,
 )
 # The two forms of protocol version 1, as per-day counters of accepted datagrams: with
 # "dpv": "1" (libtlsrpt 0.5.0 and later) or without "dpv" (libtlsrpt 0.5.0rc1, which Debian 13
@@ -169,14 +172,25 @@ def _domain(raw: str, key: str, notes: _Notes) -> str:
         raise DatagramRejected("invalid-domain", f"'{key}' {raw[:80]!r}: {exc}") from None
 
 
-def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
+def _entry_code(
+    obj: Any, allowed: frozenset[str], notes: _Notes, *, array: str, key: str, where: str
+) -> int:
+    """The integer ``key`` of ``obj``, an entry of ``array`` (a ``where`` in errors): it must
+    be an object; keys beyond ``allowed`` are noted."""
     if type(obj) is not dict:
-        raise DatagramRejected("wrong-type", "a 'policies' entry is not an object")
-    if not obj.keys() <= _POLICY_KEYS:
-        _check_extra_keys(obj, _POLICY_KEYS, notes)
-    code = obj.get("policy-type")
+        raise DatagramRejected("wrong-type", f"a '{array}' entry is not an object")
+    if not obj.keys() <= allowed:
+        _check_extra_keys(obj, allowed, notes)
+    code = obj.get(key)
     if type(code) is not int:
-        raise _field_error(code, "policy-type", "integer", "policy")
+        raise _field_error(code, key, "integer", where)
+    return code
+
+
+def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
+    code = _entry_code(
+        obj, _POLICY_KEYS, notes, array="policies", key="policy-type", where="policy"
+    )
     policy_type = _POLICY_TYPE_CODES.get(code)
     if policy_type is None:
         raise DatagramRejected("unknown-policy-type", f"policy-type {code}")
@@ -206,11 +220,17 @@ def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
     if total != len(details):
         # libtlsrpt does not keep these in step; count it, do not reject (docs/protocol.md).
         notes.items.add(NOTE_DETAIL_COUNT_MISMATCH)
+    try:
+        strings = canon.policy_strings(
+            policy_type, _string_list(obj, "policy-string", notes), notes.items
+        )
+    except canon.PolicyStringTooLong as exc:
+        raise DatagramRejected("policy-string-too-long", str(exc)) from None
     key = (
         policy_type,
         policy_domain,
-        _string_list(obj, "policy-string", notes),
-        _string_list(obj, "mx-host", notes),
+        strings,
+        canon.mx_hosts(_string_list(obj, "mx-host", notes), notes.items),
     )
     policy = _POLICIES.get(key)
     if policy is None:
@@ -219,24 +239,31 @@ def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
 
 
 def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
-    if type(obj) is not dict:
-        raise DatagramRejected("wrong-type", "a 'failure-details' entry is not an object")
-    if not obj.keys() <= _DETAIL_ALLOWED:
-        _check_extra_keys(obj, _DETAIL_ALLOWED, notes)
-    code = obj.get("c")
-    if type(code) is not int:
-        raise _field_error(code, "c", "integer", "failure detail")
-    values: list[str | None] = []
+    code = _entry_code(
+        obj, _DETAIL_ALLOWED, notes, array="failure-details", key="c", where="failure detail"
+    )
+    raw: list[str | None] = []
     for key in _DETAIL_KEYS:
         value = obj.get(key)
         if value is None or value == "":
             # An empty string is as good as absent: reports never carry "" (RFC 8460 §4.4).
-            values.append(None)
+            raw.append(None)
         elif type(value) is str:
-            value = value if value.isascii() else _repair(value, notes)
-            values.append(announced_name(value) if key == "h" else value)
+            raw.append(value if value.isascii() else _repair(value, notes))
         else:
             raise DatagramRejected("wrong-type", f"failure detail '{key}' is not a string")
+    # The canonical forms (wire/canon.py): what is stored is always reportable.
+    found = notes.items
+    sending, name, ehlo, receiving, additional, reason = raw
+    additional, reason = canon.additional_and_reason(additional, reason, found)
+    values = [
+        canon.ip(sending, found),
+        canon.host(name, found),
+        canon.helo(ehlo, found),
+        canon.ip(receiving, found),
+        additional,
+        reason,
+    ]
     result_type = RESULT_CODES.get(code)
     if result_type is None:
         # The IANA registry can grow: keep the session, report the closest generic type.
@@ -253,21 +280,6 @@ def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
     if detail is None:
         detail = _intern(_DETAILS, dkey, FailureDetail(result_type, *values))
     return detail
-
-
-def announced_name(ehlo_reply: str) -> str | None:
-    """The name a server announced in its EHLO reply, for ``receiving-mx-helo``.
-
-    RFC 8460 §4.4 asks for the HELO/EHLO name of the receiving MX. Postfix hands libtlsrpt its
-    whole multi-line EHLO reply ("250-mx.example.net\\r\\n250-PIPELINING\\r\\n..."); the name
-    is the first word of the first line, after the reply code when there is one (RFC 5321
-    §4.1.1.1: ehlo-ok-rsp). None when nothing is left.
-    """
-    first = ehlo_reply.split("\n", 1)[0].strip()
-    if len(first) >= 3 and first[:3].isdigit() and first[3:4] in ("", " ", "-"):
-        first = first[4:]
-    words = first.split(None, 1)
-    return words[0] if words else None
 
 
 def _string_list(obj: dict[str, Any], key: str, notes: _Notes) -> tuple[str, ...]:

@@ -1,0 +1,86 @@
+"""The reporter's state database, version 4: the instance id in ``meta`` (store.instance) and
+each mail destination's Message-ID and Date, with the migration from version 3."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tlsrpt_reporter.store import instance
+from tlsrpt_reporter.store import reports as state
+
+
+def _report(domain: str, report_id: str) -> dict[str, Any]:
+    return {"domain": domain, "report_id": report_id, "message_id": f"tlsrpt.{report_id}",
+            "date": "Sun, 01 Mar 2026 01:00:00 +0000", "filename": "f", "gzip": b"",
+            "summary": "", "record": "", "send_at": 0.0}  # fmt: skip
+
+
+def test_the_instance_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    db = tmp_path / "reporter.sqlite"
+    made: list[str] = []
+
+    def make() -> str:
+        made.append("a1b2")
+        return "a1b2"
+
+    conn = state.connect(db)
+    assert instance.instance_id(conn, make) == "a1b2"
+    conn.close()
+    conn = state.connect(db)
+    assert instance.instance_id(conn, make) == "a1b2"
+    conn.close()
+    assert made == ["a1b2"]
+    assert instance.stored_instance_id(db) == "a1b2"
+
+
+def test_reading_the_stored_id_creates_and_migrates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "reporter.sqlite"
+    assert instance.stored_instance_id(db) is None
+    assert not db.exists()
+    state.connect(db).close()
+    assert instance.stored_instance_id(db) is None, "none made yet"
+    _back_to_version_3(db)
+    assert instance.stored_instance_id(db) is None, "no meta table in version 3"
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
+    raw.close()
+
+
+def _back_to_version_3(db: Path) -> None:
+    raw = sqlite3.connect(db)
+    raw.execute("DROP TABLE meta")
+    raw.execute("ALTER TABLE delivery DROP COLUMN message_id")
+    raw.execute("ALTER TABLE delivery DROP COLUMN date")
+    raw.execute("PRAGMA user_version = 3")
+    raw.commit()
+    raw.close()
+
+
+def test_version_3_is_migrated_and_mails_already_tried_keep_their_message_id_and_date(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "reporter.sqlite"
+    state.connect(db).close()
+    _back_to_version_3(db)
+    raw = sqlite3.connect(db, isolation_level=None)
+    state.insert_day(raw, "2026-03-01", 1000.0, [_report("a.example", "r1@example.net")])
+    raw.executemany(
+        "INSERT INTO delivery (report, destination, state, attempts, next_attempt)"
+        " VALUES (1, ?, 'failed-retrying', ?, 0)",
+        [("mailto:tried@a.example", 2), ("mailto:new@a.example", 0), ("https://a.example/r", 1)],
+    )
+    raw.close()
+    conn = state.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 4
+    rows = {d.destination: (d.message_id, d.date) for d in state.due_deliveries(conn, 0, True)}
+    # What version 3 sent with stays, so that retry is byte-identical; the rest is set on the
+    # first attempt (deliver.sender).
+    assert rows == {
+        "mailto:tried@a.example": ("tlsrpt.r1@example.net", "Sun, 01 Mar 2026 01:00:00 +0000"),
+        "mailto:new@a.example": ("", ""),
+        "https://a.example/r": ("", ""),
+    }
+    assert instance.instance_id(conn, lambda: "c3") == "c3"
+    conn.close()
