@@ -416,6 +416,19 @@ timeout = 2
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"),
+    [("as-seen", "as-seen"), ("omit-private", "omit-private"), ("9.9.9.9", "9.9.9.9"),
+     ("2A00:1450:0::1", "2a00:1450::1")],
+)  # fmt: skip
+def test_sending_mta_ip_takes_its_two_words_or_a_global_address(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    assert ReporterConfig().sending_mta_ip == "as-seen"
+    cfg = config.load(write(tmp_path, f'[reporter]\nsending_mta_ip = "{value}"\n'))
+    assert cfg.reporter.sending_mta_ip == expected
+
+
+@pytest.mark.parametrize(
     "cls",
     [Config, CollectdConfig, ReporterConfig, MailConfig, DkimConfig, HttpsSettings, DnsSettings],
 )
@@ -432,6 +445,11 @@ def test_the_schema_has_no_untyped_fields(cls: type) -> None:
         ("[reporter]\nsource_timeout = 0\n", "reporter.source_timeout must be more than 0"),
         ("[reporter]\nmax_failure_details = 0\n", "reporter.max_failure_details must be a whole"),
         ("[reporter]\nrecord_source = 'txt'\n", "reporter.record_source must be one of datagram"),
+        ("[reporter]\nsending_mta_ip = 'hide'\n",
+         'reporter.sending_mta_ip must be "as-seen", "omit-private" or a global IP, got \'hide\''),
+        ("[reporter]\nsending_mta_ip = '10.0.0.1'\n",
+         "reporter.sending_mta_ip must be \"as-seen\", \"omit-private\" or a global"),
+        ("[reporter]\nsending_mta_ip = 1\n", "reporter.sending_mta_ip must be \"as-seen\""),
         ("[reporter]\nnever_report = ['a..b']\n", "reporter.never_report: 'a..b' is not a domain"),
         ("[reporter]\nsources = 'a.sqlite'\n", "reporter.sources must be a list of non-empty"),
         ("[reporter]\ncontact_info = 'nobody'\n", "reporter.contact_info must be an address like"),

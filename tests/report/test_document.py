@@ -180,6 +180,39 @@ def test_unknown_optional_values_and_bad_ips_are_omitted_never_null_or_empty() -
     ]
 
 
+def _sending_ips(setting: str) -> list[tuple[str | None, int]]:
+    # Our MTA behind NAT (10.0.0.5, fd00::5), a shared-NAT one (100.64.0.1) and a public one.
+    details = [
+        {"result-type": "starttls-not-supported", "sending-mta-ip": ip,
+         "receiving-ip": "198.51.100.9", "failed-session-count": n}
+        for ip, n in (("10.0.0.5", 1), ("fd00::5", 2), ("100.64.0.1", 4), ("9.9.9.9", 8))
+    ]  # fmt: skip
+    r = report.build(DAY, "example.com", [line(failed=15, details=details)], ME,
+                     sending_mta_ip=setting)  # fmt: skip
+    schema.validate(r.document)
+    assert r.document["policies"][0]["summary"]["total-failure-session-count"] == 15
+    return [(d.get("sending-mta-ip"), d["failed-session-count"])
+            for d in r.document["policies"][0]["failure-details"]]  # fmt: skip
+
+
+def test_sending_mta_ip_as_seen_changes_nothing() -> None:
+    expected = [("9.9.9.9", 8), ("100.64.0.1", 4), ("fd00::5", 2), ("10.0.0.5", 1)]
+    assert _sending_ips("as-seen") == expected
+    default = report.build(DAY, "example.com", [line(failed=1, details=[TLSA_FAILURE])], ME)
+    assert default.document["policies"][0]["failure-details"][0]["sending-mta-ip"] == "192.0.2.1"
+
+
+def test_sending_mta_ip_omit_private_drops_non_global_addresses_and_keeps_global_ones() -> None:
+    # The three non-global details become equal without the field, so they merge (1+2+4).
+    assert _sending_ips("omit-private") == [("9.9.9.9", 8), (None, 7)]
+
+
+def test_sending_mta_ip_mapping_replaces_non_global_addresses_and_merges_equal_details() -> None:
+    assert _sending_ips("1.0.0.1") == [("9.9.9.9", 8), ("1.0.0.1", 7)]
+    # A public address the MTA saw stays, and merges with the mapped ones that equal it.
+    assert _sending_ips("9.9.9.9") == [("9.9.9.9", 15)]
+
+
 def test_identity_and_data_errors_are_refused_with_the_key_named() -> None:
     # A bad identity is the operator's configuration to fix (exit code 2); missing or odd data
     # is a runtime failure of the build.

@@ -211,6 +211,7 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
         ),
         mx_host_reports=f.get("mx_host_reports", v.boolean, d.mx_host_reports),
         instance_id=f.get("instance_id", v.instance_id, d.instance_id),
+        sending_mta_ip=f.get("sending_mta_ip", v.sending_mta_ip, d.sending_mta_ip),
         mail=mail,
     )
     return cfg, https

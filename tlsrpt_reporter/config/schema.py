@@ -111,6 +111,9 @@ class ReporterConfig:
     # RFC 8460 §4.4: part of every Report-ID, so that two reporter instances never send the same
     # one; "" = the random id kept in the state database (store.instance).
     instance_id: str = ""
+    # What receivers see of our own sending-mta-ip: "as-seen", "omit-private" (a non-global
+    # address is left out) or a global IP address that replaces every non-global one.
+    sending_mta_ip: str = "as-seen"
     mail: MailConfig = field(default_factory=MailConfig)
     https: HttpsSettings = field(default_factory=HttpsSettings)
 

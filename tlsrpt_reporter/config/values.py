@@ -9,6 +9,7 @@ anything but the one file a value names (``reporter.https.ca_file``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -290,6 +291,16 @@ def record_source(name: str, value: object) -> str:
     if not isinstance(value, str) or value not in RECORD_SOURCES:
         raise ConfigError(f"{name} must be one of {', '.join(RECORD_SOURCES)}, got {value!r}")
     return value
+
+
+def sending_mta_ip(name: str, value: object) -> str:
+    """The words as-seen or omit-private, or a global IP address replacing non-global ones."""
+    if value in ("as-seen", "omit-private"):
+        return str(value)
+    with contextlib.suppress(ValueError):  # "-": ip_address() would take 1 for "0.0.0.1"
+        if (ip := ipaddress.ip_address(value if isinstance(value, str) else "-")).is_global:
+            return str(ip)
+    raise ConfigError(f'{name} must be "as-seen", "omit-private" or a global IP, got {value!r}')
 
 
 # --- [reporter.https] ------------------------------------------------------------------------

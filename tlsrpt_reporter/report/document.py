@@ -100,14 +100,19 @@ def build(
     lines: Iterable[Mapping[str, Any]],
     identity: Identity,
     max_failure_details: int = 1000,
+    *,
+    sending_mta_ip: str = "as-seen",
 ) -> BuiltReport:
     """Build the report of ``domain`` for ``day`` from its export lines.
 
-    Lines of other domains or days are ignored. Raises ReportError when there is nothing to
-    report or the identity is unusable.
+    Lines of other domains or days are ignored. ``sending_mta_ip`` is ``reporter.sending_mta_ip``
+    (see :func:`_our_ip`). Raises ReportError when there is nothing to report or the identity is
+    unusable.
     """
     _check_identity(identity)
-    merged = _merge(line for line in lines if line["day"] == day and line["domain"] == domain)
+    merged = _merge(
+        (line for line in lines if line["day"] == day and line["domain"] == domain), sending_mta_ip
+    )
     if not merged:
         raise ReportError(f"no data for {domain} on {day}")
     policies = []
@@ -179,6 +184,7 @@ _DetailKey = tuple[str, ...]
 
 def _merge(
     lines: Iterable[Mapping[str, Any]],
+    sending_mta_ip: str = "as-seen",
 ) -> dict[tuple[_PolicyKey, str], tuple[list[int], dict[_DetailKey, int]]]:
     merged: dict[tuple[_PolicyKey, str], tuple[list[int], dict[_DetailKey, int]]] = {}
     for line in lines:
@@ -197,12 +203,12 @@ def _merge(
         counts[0] += summary["total-successful-session-count"]
         counts[1] += summary["total-failure-session-count"]
         for d in line.get("failure-details", ()):
-            dkey = _detail_key(d)
+            dkey = _detail_key(d, sending_mta_ip)
             details[dkey] = details.get(dkey, 0) + d["failed-session-count"]
     return merged
 
 
-def _detail_key(d: Mapping[str, Any]) -> _DetailKey:
+def _detail_key(d: Mapping[str, Any], sending_mta_ip: str = "as-seen") -> _DetailKey:
     result_type = d["result-type"]
     if result_type not in RESULT_TYPES:
         raise ReportError(f"unknown result-type {result_type!r} in the collected data")
@@ -211,8 +217,20 @@ def _detail_key(d: Mapping[str, Any]) -> _DetailKey:
         value = d.get(name) or ""
         if value and name in _IP_FIELDS and not _is_ip(value):
             value = ""  # strict consumers reject anything but an IP address here (§8)
+        if value and name == "sending-mta-ip":
+            value = _our_ip(value, sending_mta_ip)
         values.append(value)
     return tuple(values)
+
+
+def _our_ip(value: str, setting: str) -> str:
+    """Our own MTA's address as the report shows it (reporter.sending_mta_ip): "as-seen" keeps
+    it; a non-global one (behind NAT: private, loopback, ...) is left out with "omit-private"
+    and replaced by the address ``setting`` names otherwise. A global address always stays;
+    details equal after this merge like any others."""
+    if setting == "as-seen" or ipaddress.ip_address(value).is_global:
+        return value
+    return "" if setting == "omit-private" else setting
 
 
 def _is_ip(value: str) -> bool:

@@ -120,7 +120,8 @@ def build_reports(
             result.skipped.append(domain)
             continue
         try:
-            built = report.build(day, domain, by_domain[domain], identity, cfg.max_failure_details)
+            built = report.build(day, domain, by_domain[domain], identity, cfg.max_failure_details,
+                                 sending_mta_ip=cfg.sending_mta_ip)  # fmt: skip
             # Never send what a strict consumer would reject (docs/sender-rules.md §8).
             schema.validate(built.document)
         except ConfigError:
