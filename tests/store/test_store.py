@@ -91,7 +91,7 @@ def test_connect_creates_the_current_schema_in_wal_mode(db_path: Path) -> None:
     store.connect(db_path).close()
     raw = sqlite3.connect(db_path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2 == store.SCHEMA_VERSION
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3 == store.SCHEMA_VERSION
         assert raw.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
         names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:

@@ -68,50 +68,11 @@ def read_day(sources: Sequence[str], day: str, timeout: float = 300.0) -> DayDat
                 _read_database(source, day, data)
         except SourceError as exc:
             data.failed_sources.append(str(exc))
-    # The same gate as at intake, for what was stored before it existed and for what other
-    # collectors send: every value in canonical form, so that equal policies merge.
-    data.lines = [line for line in map(canonical, data.lines) if line is not None]
+    # The same gate as at intake, for what was stored before it existed (a database the
+    # upgraded collector has not migrated yet) and for what other collectors send: every value
+    # in canonical form, so that equal policies merge.
+    data.lines = [line for line in map(canon.export_line, data.lines) if line is not None]
     return data
-
-
-def canonical(line: dict[str, Any]) -> dict[str, Any] | None:
-    """An ``export`` line with every value in canonical form (wire/canon.py); None for a line
-    no report can carry (a policy-string element too long to keep whole)."""
-    notes: set[str] = set()
-    policy = dict(line["policy"])
-    policy["policy-domain"] = canon.host(policy.get("policy-domain"), notes) or line["domain"]
-    try:
-        strings = canon.policy_strings(
-            policy["policy-type"], policy.get("policy-string", ()), notes
-        )
-    except canon.PolicyStringTooLong:
-        return None
-    for key, values in (("policy-string", strings),
-                        ("mx-host", canon.mx_hosts(policy.get("mx-host", ()), notes))):  # fmt: skip
-        if values:
-            policy[key] = list(values)
-        else:
-            policy.pop(key, None)
-    details = [_canonical_detail(detail, notes) for detail in line["failure-details"]]
-    return {**line, "policy": policy, "failure-details": details}
-
-
-def _canonical_detail(detail: dict[str, Any], notes: set[str]) -> dict[str, Any]:
-    additional, reason = canon.additional_and_reason(
-        detail.get("additional-information"), detail.get("failure-reason-code"), notes
-    )
-    values = {
-        "sending-mta-ip": canon.ip(detail.get("sending-mta-ip"), notes),
-        "receiving-mx-hostname": canon.host(detail.get("receiving-mx-hostname"), notes),
-        "receiving-mx-helo": canon.helo(detail.get("receiving-mx-helo"), notes),
-        "receiving-ip": canon.ip(detail.get("receiving-ip"), notes),
-        "additional-information": additional,
-        "failure-reason-code": reason,
-    }
-    out = {"result-type": detail["result-type"]}
-    out.update({key: value for key, value in values.items() if value is not None})
-    out["failed-session-count"] = detail["failed-session-count"]
-    return out
 
 
 def _read_database(source: str, day: str, data: DayData) -> None:

@@ -2,8 +2,9 @@
 (:func:`build_batch`, :func:`write`) and what the reporter and ``export`` read (:func:`iter_day`,
 :func:`day_counters`, :func:`records_last_seen`, :func:`days`).
 
-The schema, its migrations and opening the database are ``collected_schema``'s (re-exported
-here: ``collected.connect`` opens the database); the daemon's asynchronous writes and retention
+The schema, its migrations and opening the database are ``collected_schema``'s, the row keys,
+upserts and batches ``collected_rows``' (both re-exported here: ``collected.connect`` opens the
+database); the daemon's asynchronous writes and retention
 are ``collected_async``'s; the log follower's positions are ``ingest_position``'s.
 
 Writers add to counters with upserts inside one transaction per flush, so a crash loses at most
@@ -13,22 +14,32 @@ knows nothing of sockets.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.model import FailureDetail, Policy
+from tlsrpt_reporter.store.collected_rows import (
+    UPSERT_COUNTER,
+    UPSERT_DETAIL,
+    UPSERT_POLICY,
+    Rows,
+    Statement,
+    WriteBatch,
+    build_batch,
+    detail_key,
+    execute_batch,
+    policy_key,
+)
 from tlsrpt_reporter.store.collected_schema import SCHEMA_VERSION, connect, explain, migrate
 from tlsrpt_reporter.store.tx import transaction
-from tlsrpt_reporter.wire.aggregate import Aggregate, PolicyKey
 
 __all__ = [
-    # SCHEMA_VERSION, connect, explain and migrate are collected_schema's, re-exported so
-    # that callers open, write and read the database through this one module.
+    # SCHEMA_VERSION, connect, explain and migrate are collected_schema's, and the keys, the
+    # upserts and build_batch collected_rows', re-exported so that callers open, write and
+    # read the database through this one module.
     "SCHEMA_VERSION",
     "UPSERT_COUNTER",
     "UPSERT_DETAIL",
@@ -41,6 +52,7 @@ __all__ = [
     "day_counters",
     "days",
     "detail_key",
+    "execute_batch",
     "explain",
     "iter_day",
     "migrate",
@@ -48,120 +60,6 @@ __all__ = [
     "records_last_seen",
     "write",
 ]
-
-UPSERT_POLICY = """
-INSERT INTO policy_count (policy_key, day, domain, record, policy_type, policy_domain,
-    policy_string, mx_host, successful_session_count, failed_session_count, first_seen, last_seen)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, policy_key) DO UPDATE SET
-    successful_session_count = successful_session_count + excluded.successful_session_count,
-    failed_session_count = failed_session_count + excluded.failed_session_count,
-    first_seen = min(first_seen, excluded.first_seen),
-    last_seen = max(last_seen, excluded.last_seen)
-"""
-
-UPSERT_DETAIL = """
-INSERT INTO failure_count (policy_key, detail_key, day, result_type, sending_mta_ip,
-    receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information,
-    failure_reason_code, failed_session_count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, policy_key, detail_key) DO UPDATE SET
-    failed_session_count = failed_session_count + excluded.failed_session_count
-"""
-
-UPSERT_COUNTER = """
-INSERT INTO day_counter (day, name, value) VALUES (?, ?, ?)
-ON CONFLICT (day, name) DO UPDATE SET value = value + excluded.value
-"""
-
-
-def policy_key(key: PolicyKey) -> bytes:
-    """The stable hash that identifies a (day, domain, record, policy) row."""
-    cached = _POLICY_KEYS.get(key)
-    if cached is not None:
-        return cached
-    day, domain, record, p = key
-    # repr() of a tuple of strings is unambiguous (quotes and separators are escaped) and fast.
-    canon = (day, domain, record, p.policy_type, p.policy_domain, p.policy_string, p.mx_host)
-    digest = _hash(repr(canon).encode("utf-8", "surrogatepass"))
-    if len(_POLICY_KEYS) >= _KEY_CACHE_LIMIT:
-        _POLICY_KEYS.clear()
-    _POLICY_KEYS[key] = digest
-    return digest
-
-
-def detail_key(detail: FailureDetail) -> bytes:
-    """The stable hash that identifies a failure detail within its policy row."""
-    canon = (detail.result_type, *detail.optional_values())
-    return _hash(repr(canon).encode("utf-8", "surrogatepass"))
-
-
-def _hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-# The same keys come back flush after flush: hashing them once saves most of a flush's work.
-_POLICY_KEYS: dict[PolicyKey, bytes] = {}
-_KEY_CACHE_LIMIT = 5_000
-
-Rows = Iterable[tuple[Any, ...]]
-# One statement of a write batch and its parameter rows (``executemany``).
-Statement = tuple[str, Rows]
-
-
-@dataclass(frozen=True)
-class WriteBatch:
-    """The upserts of one flush; rows are produced lazily, so a large flush never holds a
-    second copy of the aggregate in memory. A batch can be written once."""
-
-    statements: tuple[Statement, ...]
-
-
-def build_batch(agg: Aggregate) -> WriteBatch:
-    """Turn an aggregate into upsert parameter rows (pure; ``agg`` must not change until the
-    batch is written)."""
-    return WriteBatch(
-        statements=(
-            (UPSERT_POLICY, _policy_rows(agg)),
-            (UPSERT_DETAIL, _detail_rows(agg)),
-            (UPSERT_COUNTER, ((day, name, n) for (day, name), n in agg.counters.items())),
-        )
-    )
-
-
-def _json_list(values: tuple[str, ...]) -> str:
-    return json.dumps(values, ensure_ascii=False) if values else "[]"
-
-
-def _policy_rows(agg: Aggregate) -> Iterator[tuple[Any, ...]]:
-    for key, c in agg.policies.items():
-        day, domain, record, p = key
-        yield (
-            policy_key(key),
-            day,
-            domain,
-            record,
-            p.policy_type,
-            p.policy_domain,
-            _json_list(p.policy_string),
-            _json_list(p.mx_host),
-            c.successful,
-            c.failed,
-            c.first_seen,
-            c.last_seen,
-        )
-
-
-def _detail_rows(agg: Aggregate) -> Iterator[tuple[Any, ...]]:
-    for (key, detail), n in agg.details.items():
-        yield (
-            policy_key(key),
-            detail_key(detail),
-            key[0],
-            detail.result_type,
-            *detail.optional_values(),
-            n,
-        )
 
 
 def write(conn: sqlite3.Connection, batch: WriteBatch) -> None:
@@ -172,8 +70,7 @@ def write(conn: sqlite3.Connection, batch: WriteBatch) -> None:
     """
     try:
         with transaction(conn):
-            for sql, rows in batch.statements:
-                conn.executemany(sql, rows)
+            execute_batch(conn, batch)
     except sqlite3.Error as exc:
         raise _write_error(conn, exc) from None
 

@@ -1,7 +1,7 @@
 """The collector database's schema, its migrations and opening it: the contract between the
 collector (writer) and the reporter (reader). Writes and reads are in ``collected``.
 
-Schema, version 2 (``PRAGMA user_version``), WAL mode so that readers never block the writer:
+Schema, version 3 (``PRAGMA user_version``), WAL mode so that readers never block the writer:
 
 ``policy_count``: one row per (day, domain, record, policy), keyed by (``day``, ``policy_key``)
     (WITHOUT ROWID: one B-tree per upsert, and a day is one range).
@@ -27,7 +27,10 @@ Schema, version 2 (``PRAGMA user_version``), WAL mode so that readers never bloc
     ``ingest-log`` reads or writes it (``ingest_position`` module).
 
 Version 1 lacked ``ingest_position`` (``ingest-log`` created it on demand, with the same
-columns). Readers accept version 1 too, since they never touch that table; writers migrate.
+columns). Version 2 may hold rows stored before the canonical forms (docs/canonical-forms.md):
+the step to 3 rewrites every day's policy and failure rows into them (``collected_canon``), so
+the collector's upserts hit the same keys. Readers accept versions 1 and 2 too, since they never
+touch ``ingest_position`` and put what they read in canonical form anyway; writers migrate.
 """
 
 from __future__ import annotations
@@ -35,18 +38,22 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from tlsrpt_reporter.errors import StoreError, os_fix
+from tlsrpt_reporter.store.collected_canon import rewrite_rows
 from tlsrpt_reporter.store.tx import transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The oldest version ``connect(create=False)`` (a reader) accepts: every version since has only
-# added tables readers never use, so the reporter reads a database the upgraded collector has
-# not opened (and migrated) yet.
+# added tables readers never use or rewritten rows into the forms readers put them in anyway,
+# so the reporter reads a database the upgraded collector has not opened (and migrated) yet.
 READABLE_SINCE = 1
 
-_MIGRATIONS: tuple[str, ...] = (
+# Each step: SQL statements (separated by ``;``), or a function run on the connection; both
+# inside the step's transaction.
+_MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     # 0 -> 1
     """
     CREATE TABLE policy_count (
@@ -98,6 +105,8 @@ _MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL
     );
     """,
+    # 2 -> 3: every day's rows in canonical form, under the keys the collector computes now.
+    rewrite_rows,
 )
 
 
@@ -180,9 +189,13 @@ def migrate(conn: sqlite3.Connection) -> None:
             # the same time both see the old version, and only the first may migrate.
             if user_version(conn) > target:
                 continue
-            for statement in _MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            step = _MIGRATIONS[target]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target + 1}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import InputError
@@ -162,3 +163,46 @@ def mx_hosts(values: Iterable[str], notes: set[str]) -> tuple[str, ...]:
             continue
         kept.append(f"*.{name}" if wildcard else name)
     return tuple(kept)
+
+
+def export_line(line: dict[str, Any]) -> dict[str, Any] | None:
+    """An ``export`` line (shared/INTERFACE.md) with every value in canonical form; None for a
+    line no report can carry (a policy-string element too long to keep whole).
+
+    For what the decoder did not see: rows stored before the gate existed (the collector
+    database's migration to version 3, and the reporter on reading a day) and the lines of
+    other collectors. The counts are kept; equal policies and details are left to the caller
+    to merge."""
+    notes: set[str] = set()
+    policy = dict(line["policy"])
+    policy["policy-domain"] = host(policy.get("policy-domain"), notes) or line["domain"]
+    try:
+        strings = policy_strings(policy["policy-type"], policy.get("policy-string", ()), notes)
+    except PolicyStringTooLong:
+        return None
+    for key, values in (("policy-string", strings),
+                        ("mx-host", mx_hosts(policy.get("mx-host", ()), notes))):  # fmt: skip
+        if values:
+            policy[key] = list(values)
+        else:
+            policy.pop(key, None)
+    details = [_export_detail(detail, notes) for detail in line["failure-details"]]
+    return {**line, "policy": policy, "failure-details": details}
+
+
+def _export_detail(detail: dict[str, Any], notes: set[str]) -> dict[str, Any]:
+    additional, reason = additional_and_reason(
+        detail.get("additional-information"), detail.get("failure-reason-code"), notes
+    )
+    values = {
+        "sending-mta-ip": ip(detail.get("sending-mta-ip"), notes),
+        "receiving-mx-hostname": host(detail.get("receiving-mx-hostname"), notes),
+        "receiving-mx-helo": helo(detail.get("receiving-mx-helo"), notes),
+        "receiving-ip": ip(detail.get("receiving-ip"), notes),
+        "additional-information": additional,
+        "failure-reason-code": reason,
+    }
+    out = {"result-type": detail["result-type"]}
+    out.update({key: value for key, value in values.items() if value is not None})
+    out["failed-session-count"] = detail["failed-session-count"]
+    return out
