@@ -1,4 +1,4 @@
-"""Tests of configuration loading and checking (INTERFACE.md "Configuration")."""
+"""Tests of configuration loading and checking (docs/operating.md, "Configuration reference")."""
 
 from __future__ import annotations
 

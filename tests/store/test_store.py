@@ -1,4 +1,4 @@
-"""Tests of the SQLite store on real database files, against the export shape of INTERFACE.md."""
+"""Tests of the SQLite store on real database files, and the export shape the README gives."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The reporter's commands: ``build``, ``send``, ``run``, ``status``, ``check-config``.
 
 Each turns configuration into the objects of ``schedule`` / ``sending`` and reports the outcome
-in the operator's terms; exit codes as in shared/INTERFACE.md. ``check-config`` prints what
+in the operator's terms; exit codes as in docs/operating.md. ``check-config`` prints what
 ``config.check`` finds: the findings themselves belong there, not here.
 """
 

@@ -1,6 +1,6 @@
 """Reading the configuration: one TOML file, read once, every section checked, a typed Config.
 
-This module owns turning the file (shared/INTERFACE.md, docs/operating.md) and the command
+This module owns turning the file (docs/operating.md) and the command
 line's overrides into :mod:`tlsrpt_reporter.config.schema` objects: which sections and keys
 exist, which check each key's value gets (:mod:`tlsrpt_reporter.config.values`), and the
 defaults of keys not given. An unknown section or key, or a bad value, raises ConfigError

@@ -39,7 +39,7 @@ class CollectdConfig:
     db: str = "/var/lib/tlsrpt-reporter/collectd.sqlite"
     flush_interval: float = 1.0
     retention_days: int = 14
-    # PROTOCOL.md: libtlsrpt datagrams reach ~200 KB at most; anything larger is rejected.
+    # docs/protocol.md: libtlsrpt datagrams reach ~200 KB at most; anything larger is rejected.
     max_datagram_size: int = 262_144
     # Memory bounds while the database cannot be written, and while the decoder lags behind.
     max_pending_keys: int = 2_000_000

@@ -14,13 +14,11 @@ knows nothing of sockets.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 from tlsrpt_reporter.errors import StoreError
-from tlsrpt_reporter.model import FailureDetail, Policy
 from tlsrpt_reporter.store.collected_rows import (
     UPSERT_COUNTER,
     UPSERT_DETAIL,
@@ -32,6 +30,7 @@ from tlsrpt_reporter.store.collected_rows import (
     detail_key,
     execute_batch,
     policy_key,
+    stored_lines,
 )
 from tlsrpt_reporter.store.collected_schema import SCHEMA_VERSION, connect, explain, migrate
 from tlsrpt_reporter.store.tx import transaction
@@ -110,37 +109,6 @@ def records_last_seen(conn: sqlite3.Connection, day: str) -> dict[tuple[str, str
 
 
 def iter_day(conn: sqlite3.Connection, day: str) -> Iterator[dict[str, Any]]:
-    """Yield the day's aggregates in the ``export`` shape (shared/INTERFACE.md), sorted."""
-    details: dict[bytes, list[dict[str, Any]]] = {}
-    for row in conn.execute(
-        "SELECT policy_key, result_type, sending_mta_ip, receiving_mx_hostname,"
-        " receiving_mx_helo, receiving_ip, additional_information, failure_reason_code,"
-        " failed_session_count FROM failure_count WHERE day = ?"
-        " ORDER BY result_type, failed_session_count DESC, detail_key",
-        (day,),
-    ):
-        detail = FailureDetail(row[1], *row[2:8])
-        details.setdefault(row[0], []).append(detail.to_json(row[8]))
-    for row in conn.execute(
-        "SELECT policy_key, domain, record, policy_type, policy_domain, policy_string, mx_host,"
-        " successful_session_count, failed_session_count FROM policy_count WHERE day = ?"
-        " ORDER BY domain, record, policy_type, policy_domain, policy_string, mx_host",
-        (day,),
-    ):
-        policy = Policy(
-            policy_type=row[3],
-            policy_domain=row[4],
-            policy_string=tuple(json.loads(row[5])),
-            mx_host=tuple(json.loads(row[6])),
-        )
-        yield {
-            "day": day,
-            "domain": row[1],
-            "record": row[2],
-            "policy": policy.to_json(),
-            "summary": {
-                "total-successful-session-count": row[7],
-                "total-failure-session-count": row[8],
-            },
-            "failure-details": details.get(row[0], []),
-        }
+    """Yield the day's aggregates in the ``export`` shape (README.md, ``export``), sorted."""
+    for line, _first, _last in stored_lines(conn, day):
+        yield line

@@ -15,13 +15,11 @@ Runs inside the migration's transaction (``collected_schema.migrate``): it opens
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 from tlsrpt_reporter.model import DETAIL_FIELDS, FailureDetail, Policy
-from tlsrpt_reporter.store.collected_rows import build_batch, execute_batch
+from tlsrpt_reporter.store.collected_rows import build_batch, execute_batch, stored_lines
 from tlsrpt_reporter.wire import canon
 from tlsrpt_reporter.wire.aggregate import Aggregate, PolicyCounts, PolicyKey
 
@@ -45,7 +43,7 @@ def rewrite_rows(conn: sqlite3.Connection) -> None:
 
 def _rewrite_day(conn: sqlite3.Connection, day: str) -> None:
     agg = Aggregate()
-    for line, first_seen, last_seen in _stored_lines(conn, day):
+    for line, first_seen, last_seen in stored_lines(conn, day, ordered=False):
         fixed = canon.export_line(line)
         if fixed is None:
             summary = line["summary"]
@@ -87,43 +85,3 @@ def _fold(agg: Aggregate, line: dict[str, Any], first_seen: float, last_seen: fl
         detail = FailureDetail(entry["result-type"], *(entry.get(f) for f in DETAIL_FIELDS))
         dkey = (key, detail)
         agg.details[dkey] = agg.details.get(dkey, 0) + entry["failed-session-count"]
-
-
-def _stored_lines(
-    conn: sqlite3.Connection, day: str
-) -> Iterator[tuple[dict[str, Any], float, float]]:
-    """The day's rows as they are stored, as ``export`` lines with their first and last
-    sighting (``collected.iter_day``'s shape, which leaves the sightings out)."""
-    details: dict[bytes, list[dict[str, Any]]] = {}
-    for row in conn.execute(
-        "SELECT policy_key, result_type, sending_mta_ip, receiving_mx_hostname,"
-        " receiving_mx_helo, receiving_ip, additional_information, failure_reason_code,"
-        " failed_session_count FROM failure_count WHERE day = ?",
-        (day,),
-    ):
-        detail = FailureDetail(row[1], *row[2:8])
-        details.setdefault(row[0], []).append(detail.to_json(row[8]))
-    for row in conn.execute(
-        "SELECT policy_key, domain, record, policy_type, policy_domain, policy_string, mx_host,"
-        " successful_session_count, failed_session_count, first_seen, last_seen"
-        " FROM policy_count WHERE day = ?",
-        (day,),
-    ):
-        policy = Policy(
-            policy_type=row[3],
-            policy_domain=row[4],
-            policy_string=tuple(json.loads(row[5])),
-            mx_host=tuple(json.loads(row[6])),
-        )
-        line = {
-            "day": day,
-            "domain": row[1],
-            "record": row[2],
-            "policy": policy.to_json(),
-            "summary": {
-                "total-successful-session-count": row[7],
-                "total-failure-session-count": row[8],
-            },
-            "failure-details": details.get(row[0], []),
-        }
-        yield line, row[9], row[10]

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tlsrpt_reporter.model import FailureDetail
+from tlsrpt_reporter.model import FailureDetail, Policy
 from tlsrpt_reporter.wire.aggregate import Aggregate, PolicyKey
 
 UPSERT_POLICY = """
@@ -139,3 +139,55 @@ def execute_batch(conn: sqlite3.Connection, batch: WriteBatch) -> None:
     """Run a batch's upserts on ``conn``, inside a transaction the caller holds."""
     for sql, rows in batch.statements:
         conn.executemany(sql, rows)
+
+
+_DETAILS = (
+    "SELECT policy_key, result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo,"
+    " receiving_ip, additional_information, failure_reason_code, failed_session_count"
+    " FROM failure_count WHERE day = ?"
+)
+_DETAILS_SORTED = _DETAILS + " ORDER BY result_type, failed_session_count DESC, detail_key"
+_POLICIES = (
+    "SELECT policy_key, domain, record, policy_type, policy_domain, policy_string, mx_host,"
+    " successful_session_count, failed_session_count, first_seen, last_seen"
+    " FROM policy_count WHERE day = ?"
+)
+_POLICIES_SORTED = (
+    _POLICIES + " ORDER BY domain, record, policy_type, policy_domain, policy_string, mx_host"
+)
+
+
+def stored_lines(
+    conn: sqlite3.Connection, day: str, *, ordered: bool = True
+) -> Iterator[tuple[dict[str, Any], float, float]]:
+    """The day's rows as ``export`` lines, each with its first and last sighting; sorted (the
+    ``export`` order) unless ``ordered`` is False (the migration needs no order)."""
+    details: dict[bytes, list[dict[str, Any]]] = {}
+    for row in conn.execute(
+        _DETAILS_SORTED if ordered else _DETAILS,
+        (day,),
+    ):
+        detail = FailureDetail(row[1], *row[2:8])
+        details.setdefault(row[0], []).append(detail.to_json(row[8]))
+    for row in conn.execute(
+        _POLICIES_SORTED if ordered else _POLICIES,
+        (day,),
+    ):
+        policy = Policy(
+            policy_type=row[3],
+            policy_domain=row[4],
+            policy_string=tuple(json.loads(row[5])),
+            mx_host=tuple(json.loads(row[6])),
+        )
+        line = {
+            "day": day,
+            "domain": row[1],
+            "record": row[2],
+            "policy": policy.to_json(),
+            "summary": {
+                "total-successful-session-count": row[7],
+                "total-failure-session-count": row[8],
+            },
+            "failure-details": details.get(row[0], []),
+        }
+        yield line, row[9], row[10]

@@ -166,7 +166,7 @@ def mx_hosts(values: Iterable[str], notes: set[str]) -> tuple[str, ...]:
 
 
 def export_line(line: dict[str, Any]) -> dict[str, Any] | None:
-    """An ``export`` line (shared/INTERFACE.md) with every value in canonical form; None for a
+    """An ``export`` line (README.md, ``export``) with every value in canonical form; None for a
     line no report can carry (a policy-string element too long to keep whole).
 
     For what the decoder did not see: rows stored before the gate existed (the collector
