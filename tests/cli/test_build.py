@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from support.site import Site
 
 
@@ -32,3 +33,17 @@ def test_build_refuses_the_day_before_until_grace_has_passed(site: Site) -> None
     refused = site.cli("build", "--day", yesterday, "--out", str(site.tmp / "out"))
     assert refused.returncode == 2
     assert f"{yesterday} has not finished" in refused.stderr
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_build_into_a_path_that_cannot_be_written_is_one_line(site: Site, where: str) -> None:
+    # Exit 1: like any file this host cannot write (docs/operating.md), not a usage error.
+    blocker = site.tmp / "blocker"
+    blocker.write_text("in the way\n")
+    out = blocker if where == "a file" else blocker / "out"
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+    result = site.cli("build", "--day", yesterday, "--out", str(out), "--force")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write" in lines[0] and str(blocker) in lines[0], lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import ipaddress
 import socket
 import ssl
 import time
@@ -314,8 +315,14 @@ class FakeMx:
 mx = FakeMx
 
 
-def direct(server: SmtpServer) -> SmtpSettings:
-    return SmtpSettings(relay="direct", direct_port=server.port, helo_name="r.test", timeout=5)
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+def direct(server: SmtpServer, allow: tuple[Any, ...] = LOOPBACK) -> SmtpSettings:
+    # The MX hosts here are loopback, which direct delivery refuses unless allowed.
+    return SmtpSettings(
+        relay="direct", direct_port=server.port, helo_name="r.test", timeout=5, allow_private=allow
+    )
 
 
 def test_direct_falls_back_to_plaintext_when_the_tls_handshake_fails(

@@ -32,7 +32,7 @@ from tlsrpt_reporter.deliver import bulk_sign, dkim, plan
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
 from tlsrpt_reporter.deliver.resolver import Resolver
 from tlsrpt_reporter.deliver.sender import Sender
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
+from tlsrpt_reporter.errors import ConfigError, TlsRptError, os_fix
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
 from tlsrpt_reporter.schedule import timing
@@ -68,6 +68,18 @@ def _keys(cfg: ReporterConfig) -> list[dkim.LoadedKey]:
     return [dkim.load_key(k) for k in _dkim_keys(cfg)]
 
 
+def _write(path: Path, data: bytes | None) -> None:
+    """Write one file of ``build --out`` (``None``: create the directory itself); a path that
+    cannot be written is a failure on this host (exit 1), told in one line."""
+    try:
+        if data is None:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.write_bytes(data)
+    except OSError as exc:
+        raise TlsRptError(f"build --out: cannot write {path}: {os_fix(exc, path)}") from None
+
+
 def cmd_build(
     config_path: str | None, db: str | None, day: str, out: Path, force: bool = False
 ) -> int:
@@ -91,13 +103,13 @@ def cmd_build(
     for failure in data.failed_sources:
         print(f"warning: source unreadable: {failure}", file=sys.stderr)
     rows, result = schedule.build_reports(cfg, day, data, now, instance=own)
-    out.mkdir(parents=True, exist_ok=True)
+    _write(out, None)
     # Unsigned here; signed below all at once, on every core.
     sender = Sender(cfg, Resolver(DnsSettings()), HttpsSettings(), [])
     date = email.utils.format_datetime(dt.datetime.fromtimestamp(int(now), dt.UTC))
     mails: list[tuple[Path, bytes]] = []
     for row in rows:
-        (out / row["filename"]).write_bytes(row["gzip"])
+        _write(out / row["filename"], row["gzip"])
         to = _mailto(row["record"])
         if to and cfg.mail.from_addr:
             # As the first attempt to this destination would write it (deliver.sender).
@@ -109,7 +121,7 @@ def cmd_build(
             mails.append((eml, sender.unsigned(stored, to)))
     signed = bulk_sign.sign_all([m for _, m in mails], _dkim_keys(cfg))
     for (eml, _), message in zip(mails, signed, strict=True):
-        eml.write_bytes(message)
+        _write(eml, message)
     emls = len(mails)
     print(f"{day}: {result.reports} reports written to {out} ({emls} with an .eml)")
     print(f"  Report-IDs carry the instance id {own} ({whose})")

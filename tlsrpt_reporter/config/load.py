@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tlsrpt_reporter.config import identity
+from tlsrpt_reporter.config import numbers as n
 from tlsrpt_reporter.config import values as v
 from tlsrpt_reporter.config.schema import (
     CollectdConfig,
@@ -108,6 +109,8 @@ def _read(path: str | Path | None) -> tuple[dict[str, object], Path | None]:
         return tomllib.loads(raw.decode("utf-8")), file
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{file} is not valid TOML: too deeply nested") from None
 
 
 def _where(source: Path | None) -> str:
@@ -197,17 +200,17 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
         contact_info=f.get("contact_info", identity.contact_info, d.contact_info),
         # Empty: the collector's own database, the usual single-host setup.
         sources=f.get("sources", v.source_list, d.sources) or (collectd.db,),
-        db=f.get("db", v.string, d.db),
-        grace=f.get("grace", v.seconds(), d.grace),
-        spread=f.get("spread", v.seconds(), d.spread),
-        retry_for=f.get("retry_for", v.seconds(v.WEEK), d.retry_for),
-        source_deadline=f.get("source_deadline", v.seconds(v.WEEK), d.source_deadline),
-        source_timeout=f.get("source_timeout", v.seconds(positive=True), d.source_timeout),
-        max_failure_details=f.get("max_failure_details", v.count, d.max_failure_details),
+        db=f.get("db", v.path_string, d.db),
+        grace=f.get("grace", n.seconds(), d.grace),
+        spread=f.get("spread", n.seconds(), d.spread),
+        retry_for=f.get("retry_for", n.seconds(v.WEEK), d.retry_for),
+        source_deadline=f.get("source_deadline", n.seconds(v.WEEK), d.source_deadline),
+        source_timeout=f.get("source_timeout", n.seconds(positive=True), d.source_timeout),
+        max_failure_details=f.get("max_failure_details", n.count, d.max_failure_details),
         record_source=f.get("record_source", v.record_source, d.record_source),
         never_report=f.get("never_report", v.domain_list, d.never_report),
         max_reports_per_destination=f.get(
-            "max_reports_per_destination", v.count, d.max_reports_per_destination
+            "max_reports_per_destination", n.count, d.max_reports_per_destination
         ),
         mx_host_reports=f.get("mx_host_reports", v.boolean, d.mx_host_reports),
         instance_id=f.get("instance_id", v.instance_id, d.instance_id),
@@ -239,6 +242,7 @@ def _mail(table: object) -> MailConfig:
         relay_username=f.get("relay_username", v.string, d.relay_username),
         relay_password_file=f.get("relay_password_file", v.string, d.relay_password_file),
         helo_name=f.get("helo_name", v.string, d.helo_name),
+        allow_private=f.get("allow_private", v.networks, d.allow_private),
         dkim=tuple(_dkim(index, entry) for index, entry in enumerate(keys)),
     )
 

@@ -71,6 +71,7 @@ class MailConfig:
     relay_username: str = ""
     relay_password_file: str = ""
     helo_name: str = ""
+    allow_private: tuple[IPNetwork, ...] = ()
     dkim: tuple[DkimConfig, ...] = ()
 
 

@@ -27,6 +27,8 @@ Check = Callable[[str, object], T]
 
 _MAX_ID = 2**32 - 2
 _MAX_DNS_TIMEOUT = 300.0
+_MAX_HTTPS_TIMEOUT = 3600.0
+_MAX_POSITIVE = 2**40
 WEEK = 7 * 86400
 
 
@@ -264,28 +266,6 @@ def domain_list(name: str, value: object) -> tuple[str, ...]:
     return tuple(domain(name, entry) for entry in _strings(name, value))
 
 
-def seconds(most: float | None = None, *, positive: bool = False) -> Check[float]:
-    """A number of seconds >= 0 (> 0 when ``positive``), at most a week when ``most`` says so."""
-
-    def check(name: str, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
-        if most is not None and value > most:
-            raise ConfigError(f"{name} must be at most a week ({most}), got {value!r}")
-        if positive and not value > 0:
-            raise ConfigError(f"{name} must be more than 0 seconds, got {value!r}")
-        return float(value)
-
-    return check
-
-
-def count(name: str, value: object) -> int:
-    """A whole number >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-    return value
-
-
 def record_source(name: str, value: object) -> str:
     """Where a domain's TLSRPT record comes from: one of :data:`RECORD_SOURCES`."""
     if not isinstance(value, str) or value not in RECORD_SOURCES:
@@ -310,8 +290,10 @@ def https_timeout(name: str, value: object) -> float:
     """A positive, finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name}: {value!r} is not a number of seconds")
-    if not math.isfinite(value) or value <= 0:
+    if not (math.isfinite(value) if isinstance(value, float) else True) or value <= 0:
         raise ConfigError(f"{name}: {value!r} must be a positive number of seconds")
+    if value > _MAX_HTTPS_TIMEOUT:  # also keeps float() of a huge TOML integer finite
+        raise ConfigError(f"{name}: {value!r} must be at most {_MAX_HTTPS_TIMEOUT:g} seconds")
     return float(value)
 
 
@@ -345,6 +327,8 @@ def positive_integer(name: str, value: object) -> int:
     """A whole number > 0, in the wording of ``[reporter.https]``."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name}: {value!r} is not a positive integer")
+    if value > _MAX_POSITIVE:
+        raise ConfigError(f"{name}: {value!r} must be at most {_MAX_POSITIVE}")
     return value
 
 

@@ -79,6 +79,7 @@ class Sender:
             password_file=cfg.mail.relay_password_file,
             helo_name=cfg.mail.helo_name,
             envelope_from=cfg.mail.envelope_from or cfg.mail.from_addr,
+            allow_private=cfg.mail.allow_private,
         )
         self.mail_enabled = bool(keys)
         # Per pass: our own failures (kind -> line), and the TLSRPT lookups that got an answer,
@@ -279,7 +280,7 @@ class Sender:
             message = self.compose(row, address)
             result = await smtp.send(
                 message, self.smtp_settings.envelope_from, [address], self.smtp_settings,
-                mx_lookup=self.resolver.mx_hosts,
+                mx_lookup=self.resolver.mx_hosts, resolve=self.resolver.addresses,
             )  # fmt: skip
             return str(result)
         posted = await https.post_report(

@@ -2,7 +2,11 @@
 
 The only module here that opens network connections (aiosmtplib). It takes finished message
 bytes and never changes them, so DKIM signatures survive. DNS is the caller's: direct delivery
-asks the ``mx_lookup`` callable it is given.
+asks the ``mx_lookup`` and ``resolve`` callables it is given.
+
+Hostile DNS (docs/sender-rules.md §1): anyone can publish MX records, so each MX host name is
+checked before use, its addresses must be public unless listed in ``reporter.mail.allow_private``
+(:func:`.addresses.refusal`), and the session connects to the address that passed, not the name.
 
 TLS rules. A relay is ours: with ``starttls`` it MUST offer STARTTLS and present a certificate
 that verifies, otherwise nothing is sent. A recipient's MX is not: RFC 8460 §5.3 says reports
@@ -24,6 +28,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlsrpt_reporter.deliver import addresses
+from tlsrpt_reporter.deliver.addresses import IPAddress
 from tlsrpt_reporter.deliver.mail import MailCompositionError, check_address
 from tlsrpt_reporter.deliver.smtp_session import (
     Hop,
@@ -35,11 +41,13 @@ from tlsrpt_reporter.deliver.smtp_session import (
     TlsMode,
     session,
 )
+from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
 
 __all__ = [
     "MxLookup",
     "Refusal",
+    "Resolve",
     "SendResult",
     "SmtpDeliveryError",
     "SmtpSettings",
@@ -51,6 +59,9 @@ __all__ = [
 #: Returns the MX host names of a domain in preference order; ``[]`` when it has no MX records
 #: (the domain itself is then tried, RFC 5321 §5.1), ``["."]`` for a null MX (RFC 7505).
 MxLookup = Callable[[str], Awaitable[list[str]]]
+#: Returns the addresses of a host name (the project's resolver, ``Resolver.addresses``).
+Resolve = Callable[[str], Awaitable[list[IPAddress]]]
+_ALLOW_KEY = "reporter.mail.allow_private"
 
 _HELO = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
@@ -128,13 +139,16 @@ async def send(
     recipients: Sequence[str],
     settings: SmtpSettings,
     mx_lookup: MxLookup | None = None,
+    *,
+    resolve: Resolve | None = None,
 ) -> SendResult:
     """Hand ``message`` to the relay, or deliver it to each recipient domain's MX hosts.
 
     ``envelope_from`` (else ``settings.envelope_from``) is the MAIL FROM address; when both are
     empty the null reverse-path ``<>`` is used. Returns a :class:`SendResult` when at least one
     recipient was accepted; raises :class:`SmtpDeliveryError` (``permanent`` only when every failure
-    was a 5xx reply) when none was, and ConfigError when the settings are unusable.
+    was a 5xx reply) when none was, and ConfigError when the settings are unusable. Direct
+    delivery needs ``mx_lookup`` and ``resolve`` (an MX given as an IP literal needs no lookup).
     """
     check_settings(settings)
     sender = envelope_from or settings.envelope_from
@@ -156,7 +170,7 @@ async def send(
         return await _send_relay(job, list(recipients), relay)
     if mx_lookup is None:
         raise ConfigError("relay is 'direct' but no MX lookup was given to deliver with")
-    return await _send_direct(job, list(recipients), mx_lookup)
+    return await _send_direct(job, list(recipients), mx_lookup, resolve)
 
 
 async def _send_relay(job: Job, recipients: list[str], relay: tuple[str, int]) -> SendResult:
@@ -173,7 +187,9 @@ async def _send_relay(job: Job, recipients: list[str], relay: tuple[str, int]) -
     )
 
 
-async def _send_direct(job: Job, recipients: list[str], mx_lookup: MxLookup) -> SendResult:
+async def _send_direct(
+    job: Job, recipients: list[str], mx_lookup: MxLookup, resolve: Resolve | None
+) -> SendResult:
     by_domain: dict[str, list[str]] = {}
     for rcpt in recipients:
         by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
@@ -185,7 +201,7 @@ async def _send_direct(job: Job, recipients: list[str], mx_lookup: MxLookup) -> 
     failures: list[SmtpDeliveryError] = []
     for domain, rcpts in by_domain.items():
         try:
-            hop, outcome = await _deliver_to_domain(job, domain, rcpts, mx_lookup)
+            hop, outcome = await _deliver_to_domain(job, domain, rcpts, mx_lookup, resolve)
         except SmtpDeliveryError as exc:
             failures.append(exc)
             refused += [Refusal(r, str(exc), exc.permanent) for r in rcpts]
@@ -208,20 +224,29 @@ async def _send_direct(job: Job, recipients: list[str], mx_lookup: MxLookup) -> 
 
 
 async def _deliver_to_domain(
-    job: Job, domain: str, rcpts: list[str], mx_lookup: MxLookup
+    job: Job, domain: str, rcpts: list[str], mx_lookup: MxLookup, resolve: Resolve | None
 ) -> tuple[Hop, Outcome]:
     hosts = await _mx_hosts(domain, mx_lookup, job.settings.timeout)
     errors: list[SmtpDeliveryError] = []
     for host in hosts:
-        hop = Hop(host, job.settings.direct_port, f"MX host {host} ({domain})", "opportunistic")
+        label = f"MX host {host} ({domain})"
         try:
-            return hop, await session(job, rcpts, hop)
+            ips = await _mx_addresses(host, label, resolve, job.settings)
         except SmtpDeliveryError as exc:
             errors.append(exc)
-            # RFC 5321 §5.1: another MX is worth trying after a connection failure or a 4xx;
-            # a 5xx to the transaction is the domain's final answer.
-            if exc.permanent and exc.stage == "transaction":
-                break
+            continue
+        for ip in ips:
+            hop = Hop(host, job.settings.direct_port, label, "opportunistic", address=str(ip))
+            try:
+                return hop, await session(job, rcpts, hop)
+            except SmtpDeliveryError as exc:
+                errors.append(exc)
+                # RFC 5321 §5.1: another MX is worth trying after a connection failure or a
+                # 4xx; a 5xx to the transaction is the domain's final answer.
+                if exc.permanent and exc.stage == "transaction":
+                    break
+        if errors and errors[-1].permanent and errors[-1].stage == "transaction":
+            break
     raise SmtpDeliveryError(
         f"no MX host of {domain} took the report: " + "; ".join(str(e) for e in errors),
         permanent=all(e.permanent for e in errors),
@@ -248,6 +273,59 @@ async def _mx_hosts(domain: str, mx_lookup: MxLookup, timeout: float) -> list[st
             f"{domain} has no mail host (null MX or no such domain)", permanent=True
         )
     return names
+
+
+async def _mx_addresses(
+    host: str, label: str, resolve: Resolve | None, settings: SmtpSettings
+) -> list[IPAddress]:
+    """The addresses of MX ``host`` that may be used; SmtpDeliveryError (stage "connect")
+    when the name is invalid, does not resolve, or every address is refused."""
+
+    def fail(why: str, permanent: bool) -> SmtpDeliveryError:
+        return SmtpDeliveryError(
+            f"{label}: {why}", permanent=permanent, server=label, stage="connect"
+        )
+
+    found = await _lookup(host, resolve, settings.timeout, fail)
+    reasons = [addresses.refusal(ip, settings.allow_private, _ALLOW_KEY) for ip in found]
+    allowed = [ip for ip, why in zip(found, reasons, strict=True) if why is None]
+    if not allowed:
+        raise fail("refused: " + "; ".join(why for why in reasons if why), True)
+    return allowed
+
+
+async def _lookup(
+    host: str,
+    resolve: Resolve | None,
+    timeout: float,
+    fail: Callable[[str, bool], SmtpDeliveryError],
+) -> list[IPAddress]:
+    if _is_ip(host):
+        return [ipaddress.ip_address(host)]
+    try:
+        name = normalize_domain(host)
+    except ValueError as exc:
+        # Any domain can publish any MX name: a bad one fails this host, nothing else.
+        raise fail(f"not a valid host name ({exc})", True) from None
+    if resolve is None:
+        raise ConfigError("relay is 'direct' but no address lookup was given to deliver with")
+    try:
+        found = list(await asyncio.wait_for(resolve(name), timeout))
+    except TimeoutError:
+        raise fail("address lookup timed out", False) from None
+    except Exception as exc:  # the resolver's DnsError, or anything else: try again later
+        raise fail(f"address lookup failed: {exc}", False) from None
+    if not found:
+        raise fail("the name has no address", True)
+    return found
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_password(path: str) -> str:

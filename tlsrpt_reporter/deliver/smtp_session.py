@@ -17,6 +17,7 @@ from typing import Literal
 
 import aiosmtplib
 
+from tlsrpt_reporter.deliver.addresses import IPNetwork
 from tlsrpt_reporter.errors import DeliveryError
 
 # A slow server gets at most this many timeouts for a whole session; every single step is also
@@ -44,6 +45,8 @@ class SmtpSettings:
     timeout: float = 60.0  # seconds, per connection step
     direct_port: int = 25  # MX port for direct delivery (tests use an ephemeral port)
     ca_file: str = ""  # CA bundle for the relay's certificate; default: the system store
+    # Direct delivery: the non-public MX addresses that may be used (reporter.mail.allow_private).
+    allow_private: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Hop:
     tls: TlsMode
     login: tuple[str, str] | None = None
     ca_file: str = ""
+    address: str = ""  # the checked IP literal to connect to (direct delivery); "": ``host``
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ async def session(job: Job, rcpts: list[str], hop: Hop) -> Outcome:
 async def _transaction(job: Job, rcpts: list[str], hop: Hop, tls: TlsMode) -> Outcome:
     timeout = job.settings.timeout
     client = aiosmtplib.SMTP(
-        hostname=hop.host,
+        hostname=hop.address or hop.host,
         port=hop.port,
         local_hostname=job.helo,
         timeout=timeout,

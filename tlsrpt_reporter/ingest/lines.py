@@ -10,9 +10,10 @@ import os
 import select
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import InputError, TlsRptError
 
 # A line longer than this is cut (and counted): no log line of interest comes close.
 MAX_LINE = 64 * 1024
@@ -70,7 +71,9 @@ def file_lines(path: str) -> Iterator[bytes | None]:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as fh:
             yield from lines_of(iter(lambda: fh.read(READ_CHUNK), b""))
-    except (OSError, EOFError) as exc:
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:  # BadGzipFile is an OSError
+        raise InputError(f"cannot read log file {path}: not a valid gzip file ({exc})") from None
+    except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise TlsRptError(f"cannot read log file {path}: {why}") from None
 

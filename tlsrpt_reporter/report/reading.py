@@ -73,7 +73,12 @@ def read_report(data: bytes, max_bytes: int = MAX_REPORT_BYTES) -> ReportFile:
             raise ReportFileError(f"the JSON is {len(data)} bytes, more than {max_bytes}")
         return _report(data, "JSON", [])
     if _looks_like_mail(data):
-        return _from_mail(data, max_bytes)
+        try:
+            return _from_mail(data, max_bytes)
+        except RecursionError:  # Python's email parser recurses once per nested part
+            raise ReportFileError(
+                "mail message: its MIME parts are nested too deeply to be a report"
+            ) from None
     raise ReportFileError(
         "not a TLS-RPT report: neither gzip (it does not start with 1f 8b), JSON (no '{') nor a "
         "mail message (no header lines)"
