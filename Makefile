@@ -4,15 +4,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo needs only the package and its local SMTP and HTTPS sinks, not the test tools.
+DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench man clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $@
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/tlsrpt-reporter demo
 
 test: lint typecheck pytest
@@ -35,6 +42,11 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+
+# man/*.1 and man/*.8 from the argument parsers (argparse-manpage, a test extra); committed,
+# and tests/cli/test_man_pages.py fails when they are stale.
+man: $(STAMP)
+	$(BIN)/python man/generate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

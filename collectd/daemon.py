@@ -2,9 +2,10 @@
 
 It binds the socket (``listener``) or takes it from systemd, starts the receive process
 (``receiver``), feeds what that hands over to the intake (``intake``: decode and aggregate),
-and every ``flush_interval`` writes the aggregate as counter upserts in one transaction through
-aiosqlite. When the database cannot be written the aggregate stays in memory (bounded) and the
-next flush tries again. SIGTERM stops receiving, drains the queue and flushes everything.
+and every ``flush_interval`` (or once a backlog is worked off) writes the aggregate as counter
+upserts in one transaction through aiosqlite. When the database cannot be written the aggregate
+stays in memory (bounded) and the next flush tries again. SIGTERM stops receiving, drains the
+queue and flushes everything.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ import time
 
 import aiosqlite
 
-from tlsrpt_collectd import listener, metrics, system
+from tlsrpt_collectd import check_config, listener, metrics, system
 from tlsrpt_collectd.intake import Intake, utc_day
 from tlsrpt_collectd.metrics_file import MetricsFile
-from tlsrpt_collectd.receiver import (
-    Senders,
-)
-from tlsrpt_reporter import logs
+from tlsrpt_collectd.receiver import Senders
+from tlsrpt_reporter import __version__, logs
 from tlsrpt_reporter.config import check as config_check
 from tlsrpt_reporter.config.load import DEFAULT_CONFIG_PATH
 from tlsrpt_reporter.config.schema import CollectdConfig
@@ -46,6 +45,8 @@ _READ_CHUNK = 1 << 20
 _PRUNE_EVERY = 3600.0
 _STATS_EVERY = 300.0
 _SHUTDOWN_WRITE_DEADLINE = 30.0
+# Receive to aggregate while keeping up: hand-over every 20 ms (receiver), pipe, decoding.
+_HANDOVER = 0.03
 
 
 class Collector:
@@ -73,6 +74,7 @@ class Collector:
         self._wake: asyncio.Event | None = None
         self._owns_socket = False
         self._where = ""
+        self._behind, self._early_from = False, 0.0  # a full last read; no early write before
 
     # --- receive process -------------------------------------------------------------------
 
@@ -123,6 +125,9 @@ class Collector:
             return
         self.intake.buf += chunk
         self.intake.consume()
+        was_behind, self._behind = self._behind, len(chunk) == _READ_CHUNK
+        if was_behind and not self._behind and time.monotonic() >= self._early_from:
+            self._flush_soon()
 
     # --- database -------------------------------------------------------------------------
 
@@ -134,41 +139,44 @@ class Collector:
             self.counters.written = received_before
             return True
         taken = self.intake.agg.take()
-        self.intake.agg.reserved = len(taken)
+        self.intake.agg.reserved, self.intake.agg.reserved_bytes = len(taken), taken.held_bytes
         batch = store.build_batch(taken)
         started = time.monotonic()
-        # While SQLite works in aiosqlite's thread, this thread must not compete for the GIL:
-        # sqlite3 takes it back after every row, and against a busy decoder each take waits
-        # a whole switch interval (measured: 16,620 keys took 3.9 s instead of 0.2 s). The
-        # receive process buffers what arrives meanwhile.
+        # While SQLite works in aiosqlite's thread, this one must not compete for the GIL: it
+        # is taken back after every row, each time a switch interval against a busy decoder
+        # (16,620 keys took 3.9 s, not 0.2 s). The receive process buffers meanwhile.
         self._reading(False)
         try:
             await store_async.write(db, batch)
         except sqlite3.Error as exc:
-            self.intake.agg.reserved = 0
+            self.intake.agg.reserved = self.intake.agg.reserved_bytes = 0
             self.intake.agg.merge(taken)
+            self.counters.held_bytes = self.intake.agg.held_bytes
             self.counters.flush_errors += 1
             now = time.time()
-            if self.write_failing_since is None:
-                self.write_failing_since = now
+            self.write_failing_since = self.write_failing_since or now
             if self.limiter.allow("db-write", now) is not None:
                 log.error(
-                    "CANNOT WRITE DATABASE %s: %s; holding %d keys in memory (limit %d, "
-                    "collectd.max_pending_keys) and retrying every %.1f s",
+                    "CANNOT WRITE DATABASE %s: %s; holding %d keys, ~%d MiB in memory (limits: "
+                    "collectd.max_pending_keys, max_held_bytes) and retrying every %.1f s",
                     self.cfg.db,
                     exc,
                     len(self.intake.agg),
-                    self.cfg.max_pending_keys,
+                    self.intake.agg.held_bytes >> 20,
                     self.cfg.flush_interval,
                 )
             return False
         finally:
             self._reading(True)
-        self.intake.agg.reserved = 0
+        self.intake.agg.reserved = self.intake.agg.reserved_bytes = 0
+        self.counters.held_bytes = self.intake.agg.held_bytes
         elapsed = time.monotonic() - started
         self.counters.flushed(elapsed, time.time(), received_before)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("flushed %d keys in %.3f s (rss %s)", len(taken), elapsed, system.rss())
+            held, rss = taken.held_bytes, system.rss()
+            log.debug(
+                "flushed %d keys (~%d bytes) in %.3f s (rss %s)", len(taken), held, elapsed, rss
+            )
         if self.write_failing_since is not None:
             log.warning(
                 "database %s is writable again after %.0f s; wrote %d held keys",
@@ -190,13 +198,23 @@ class Collector:
         assert self._wake is not None
         last_prune = time.monotonic()
         last_stats = time.monotonic()
+        interval, took = self.cfg.flush_interval, 0.0
+        next_at = last_stats + interval
         while not self.stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - time.monotonic()))
             if self.stopping:
-                return
+                break
             self._wake.clear()
+            started = time.monotonic()
+            self._early_from = started + interval / 2
             await self._flush(db)
+            # What a SIGKILL loses (docs/operating.md): a datagram that just missed this write
+            # is in the next one, which must end within flush_interval of its arrival. So the
+            # next write starts early by what the recent ones took (a slowly fading maximum) and
+            # by the hand-over; never sooner than half an interval, so that reading gets a share.
+            took = max(took * 0.9, time.monotonic() - started)
+            next_at = started + max(interval / 2, interval - took - _HANDOVER)
             now = time.monotonic()
             self.metrics_file.publish(now)
             if now - last_prune >= _PRUNE_EVERY:
@@ -205,6 +223,7 @@ class Collector:
             if now - last_stats >= _STATS_EVERY:
                 last_stats = now
                 log.info("totals since start: %s", self.counters.summary())
+        self._reading(True)  # _flush_soon may have paused it; the pipe must be read to its end
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -215,6 +234,7 @@ class Collector:
     def _flush_soon(self) -> None:
         # Not while the database refuses writes: the next interval retries anyway.
         if self.write_failing_since is None and self._wake is not None:
+            self._reading(False)  # nothing more until that write: the byte bound must hold
             self._wake.set()
 
     def _stop(self, signum: int) -> None:
@@ -233,8 +253,7 @@ class Collector:
         self._eof = asyncio.Event()
         self._wake = asyncio.Event()
         try:
-            conn = store.connect(self.cfg.db)
-            conn.close()
+            store.connect(self.cfg.db).close()
         except StoreError as exc:
             log.error("%s", exc)
             return 1
@@ -340,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="debug, info, warning or error (collectd.log_level)")
     p.add_argument("--flush-interval", type=float, help="seconds between writes")
     p.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
@@ -360,15 +380,14 @@ def load_config(args: argparse.Namespace) -> CollectdConfig:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tlsrpt-collectd``."""
     args = build_parser().parse_args(argv)
+    if args.check_config:
+        return check_config.run(args)
     try:
         cfg = load_config(args)
         senders = listener.resolve_senders(cfg)
     except (ConfigError, CollectorError) as exc:
         print(f"tlsrpt-collectd: {exc}", file=sys.stderr)
         return 2
-    if args.check_config:
-        print(f"tlsrpt-collectd: {config_check.collectd_verdict(cfg)}")
-        return 0
     logs.setup("tlsrpt-collectd", cfg.log_level)
     try:
         return asyncio.run(Collector(cfg, senders).run())

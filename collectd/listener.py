@@ -1,8 +1,9 @@
 """The collector's Unix datagram socket: bind it safely, or take it from systemd; and who may
 write to it.
 
-Binding refuses to steal the path from a live collector, replaces a stale socket file, and never
-deletes anything that is not a socket.
+Binding refuses to steal the path from a live collector, replaces a stale socket file, never
+deletes anything that is not a socket, and never lets the socket be reached before its group and
+mode are in place.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import pwd
 import socket
 import stat
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,11 @@ def from_systemd() -> socket.socket | None:
 def bind(path: str, mode: int, group: str = "") -> Listener:
     """Bind a SOCK_DGRAM socket at ``path`` with ``mode`` and optional ``group``.
 
+    The socket is bound in a private directory (0700) beside ``path``, given its group and mode
+    there, and only then linked to ``path``: it never appears with other permissions than its
+    own, and chown/chmod never act on a name another user could swap for a link. Linking, unlike
+    renaming, fails on a name that appeared meanwhile instead of replacing it.
+
     Raises CollectorError when a live collector answers there, when something other than a
     socket is in the way, or when the path cannot be bound.
     """
@@ -92,28 +99,54 @@ def bind(path: str, mode: int, group: str = "") -> Listener:
         raise CollectorError(
             f"cannot create socket directory {target.parent}: {os_fix(exc, target.parent)}"
         ) from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    # Bind under a tight umask so the socket is never briefly writable by everyone.
-    old_umask = os.umask(0o177)
     try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
+        private = Path(tempfile.mkdtemp(prefix=".", dir=target.parent))
+    except OSError as exc:  # binding needs the same write access to the directory
         raise CollectorError(f"cannot bind socket {path}: {os_fix(exc, target.parent)}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        _bind_privately(sock, private / "s", target, mode, gid)
+    except CollectorError:
+        sock.close()
+        raise
     finally:
-        os.umask(old_umask)
+        with contextlib.suppress(OSError):
+            (private / "s").unlink(missing_ok=True)
+            private.rmdir()
+    return Listener(sock=sock, path=target)
+
+
+def _bind_privately(
+    sock: socket.socket, hidden: Path, target: Path, mode: int, gid: int | None
+) -> None:
+    if len(os.fsencode(str(hidden))) > _MAX_UNIX_PATH:
+        raise CollectorError(
+            f"socket directory {target.parent} is too long: the collector binds in a private "
+            f"directory inside it first ({hidden}, over {_MAX_UNIX_PATH} bytes); choose a "
+            "shorter path"
+        )
+    try:
+        sock.bind(str(hidden))
+    except OSError as exc:
+        raise CollectorError(f"cannot bind socket {target}: {os_fix(exc, target.parent)}") from None
     try:
         if gid is not None:
-            os.chown(path, -1, gid)
-        os.chmod(path, mode)
+            os.chown(hidden, -1, gid)
+        os.chmod(hidden, mode)
     except OSError as exc:
-        sock.close()
-        target.unlink(missing_ok=True)
         raise CollectorError(
-            f"cannot set group/mode on socket {path}: {os_fix(exc, path)} (changing the group "
-            "needs root or membership of collectd.socket_group)"
+            f"cannot set group/mode on socket {target}: {os_fix(exc, target)} (changing the "
+            "group needs root or membership of collectd.socket_group)"
         ) from None
-    return Listener(sock=sock, path=target)
+    try:
+        os.link(hidden, target)
+    except FileExistsError:
+        raise CollectorError(
+            f"{target} appeared while the collector was binding: stop whatever created it "
+            "(another collector starting?) or remove it, then start again"
+        ) from None
+    except OSError as exc:
+        raise CollectorError(f"cannot bind socket {target}: {os_fix(exc, target.parent)}") from None
 
 
 def check_group(group: str) -> int:

@@ -1,8 +1,10 @@
 """The collector's ``metrics_file``: rewritten after a flush, never waited for on the way.
 
-The file is for node-exporter's textfile collector. It is written in a worker thread, at most
-once per :data:`EVERY` seconds, so a slow or hung disk never delays decoding or the next
-database write; a write that fails is logged once per distinct problem (and again hourly).
+The file is for node-exporter's textfile collector. The event loop, which alone changes the
+counters, only copies them (``Counters.snapshot``, microseconds); a worker thread renders the
+copy and writes the file, at most once per :data:`EVERY` seconds, so a slow or hung disk never
+delays decoding or the next database write. A write that fails is logged once per distinct
+problem (and again hourly).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ class MetricsFile:
         if self._writing is not None and not self._writing.done():
             return
         self._written_at = now
-        content = metrics.text(self.counters, len(self.agg))
-        self._writing = asyncio.create_task(self._write(content))
+        snapshot = self.counters.snapshot()
+        self._writing = asyncio.create_task(self._write(snapshot, len(self.agg)))
 
     async def write_last(self) -> None:
         """The final counts at shutdown, unless an earlier write is still hanging."""
@@ -55,11 +57,11 @@ class MetricsFile:
                 await asyncio.wait_for(asyncio.shield(self._writing), 5.0)
             if not self._writing.done():
                 return
-        await self._write(metrics.text(self.counters, len(self.agg)))
+        await self._write(self.counters.snapshot(), len(self.agg))
 
-    async def _write(self, content: str) -> None:
+    async def _write(self, counters: metrics.Counters, pending_keys: int) -> None:
         try:
-            await asyncio.to_thread(metrics.write_atomically, self.path, content)
+            await asyncio.to_thread(self._render_and_write, counters, pending_keys)
         except OSError as exc:
             # Once per distinct problem (and an hourly reminder): never fatal, never a flood.
             problem = f"{exc.strerror or exc}"
@@ -76,3 +78,6 @@ class MetricsFile:
         if self._error:
             log.warning("collectd.metrics_file %s is written again", self.path)
             self._error = ""
+
+    def _render_and_write(self, counters: metrics.Counters, pending_keys: int) -> None:
+        metrics.write_atomically(self.path, metrics.text(counters, pending_keys))

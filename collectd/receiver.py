@@ -5,20 +5,11 @@ busy thread) can delay a ``recv``: libtlsrpt sends with MSG_DONTWAIT, so a full 
 (``net.unix.max_dgram_qlen``, 10 to 512 datagrams) silently drops sessions at the MTA. This
 process only receives, stamps the UTC day, counts identical datagrams and writes to a pipe.
 MTA traffic repeats itself (Postfix's success datagrams for a domain are byte-identical), so
-while the daemon is busy the pending counts grow far slower than the traffic; past a byte cap
-on what is held, new distinct datagrams are dropped and counted.
-
-Frames on the pipe (little-endian):
-    header ``<BIIdd``: kind, payload length, entry count, first and last receive time
-    kind 0 (batch): ``count`` entries, each ``<II`` (times received, length) + the datagram;
-        a length with the top bit set stands for that many datagrams larger than the cap
-        (no bytes follow); every entry was received on the UTC day of the frame's times.
-    kind 1 (dropped): ``count`` datagrams were dropped for lack of room; no payload.
-    kind 2 (ready): the receive loop is running; sent once at start.
-    kind 3 (denied): ``count`` entries, each ``<III`` (uid, gid, times): datagrams from senders
-        that collectd.allowed_users/allowed_groups do not let in, not handed over; all were
-        received on the UTC day of the frame's times. uid and gid 4294967295 stand for
-        senders without credentials, or beyond the distinct senders held at once.
+while the daemon is busy the pending counts grow far slower than the traffic. What it holds is
+bounded in bytes (collectd.max_backlog_bytes, datagram payloads plus a per-entry cost): at the
+cap it stops reading the socket until the daemon takes some, so the kernel's queue holds what
+arrives meanwhile and, once that is full, the MTA's sends fail (libtlsrpt counts those).
+Nothing the kernel accepted is dropped here. The pipe's frames are described in :mod:`.frames`.
 
 With allowed senders configured the socket has SO_PASSCRED and each datagram is read with
 ``recvmsg``, which tells the sending process's uid and gid (SCM_CREDENTIALS); without, plain
@@ -28,7 +19,6 @@ With allowed senders configured the socket has SO_PASSCRED and each datagram is 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -40,17 +30,21 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-HEADER = struct.Struct("<BIIdd")
-ENTRY = struct.Struct("<II")
-DENIED_ENTRY = struct.Struct("<III")
-KIND_BATCH = 0
-KIND_DROPPED = 1
-KIND_READY = 2
-KIND_DENIED = 3
-OVERSIZE_FLAG = 0x8000_0000
+from tlsrpt_collectd import system
+from tlsrpt_collectd.frames import (
+    DENIED_ENTRY,
+    ENTRY,
+    FRAME_BYTES,
+    HEADER,
+    KIND_BATCH,
+    KIND_DENIED,
+    KIND_READY,
+    OVERSIZE_FLAG,
+    UNKNOWN_ID,
+)
+
 # struct ucred of SCM_CREDENTIALS (pid, uid, gid), and (uid_t)-1 for "not known".
 UCRED = struct.Struct("=iII")
-UNKNOWN_ID = 0xFFFF_FFFF
 # Room for the credentials only: file descriptors a sender attaches (SCM_RIGHTS) find no room,
 # and the kernel closes them instead of installing them here.
 _CRED_SPACE = socket.CMSG_SPACE(UCRED.size)
@@ -65,7 +59,6 @@ _ENTRY_OVERHEAD = 64  # rough bytes a held entry costs beyond its datagram (dict
 # the more identical datagrams fold into one entry; the daemon only writes once a second.
 _PACK_EVERY = 0.02
 _PACK_BYTES = 1 << 20
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -130,19 +123,24 @@ class Receiver:
         self.pending_bytes = 0
         self.out: deque[memoryview] = deque()
         self.out_bytes = 0
-        self.dropped = 0
         self.packed_at = 0.0
 
-    def _emit(self, frame: bytes) -> None:
+    def _emit(self, frame: bytes | bytearray) -> None:
         self.out.append(memoryview(frame))
         self.out_bytes += len(frame)
+
+    def full(self) -> bool:
+        """Whether the bytes held reached ``max_backlog``: read nothing until some are written."""
+        return self.pending_bytes + self.out_bytes >= self.max_backlog
 
     def drain(self) -> bool:
         """Receive and count what is queued now.
 
         Returns True after a bounded number of datagrams (more may be waiting), so the caller
-        gets to write; False once the socket queue is empty.
+        gets to write; False once the socket queue is empty or :meth:`full`.
         """
+        if self.full():
+            return False
         if self.senders is not None:
             return self._drain_checked(self.senders)
         recv = self.sock.recv
@@ -168,11 +166,11 @@ class Receiver:
             seen = counts.get(data)
             if seen is not None:
                 counts[data] = seen + 1
-            elif self.pending_bytes + self.out_bytes > self.max_backlog:
-                self.dropped += 1
             else:
                 counts[data] = 1
                 self.pending_bytes += len(data) + _ENTRY_OVERHEAD
+                if self.pending_bytes + self.out_bytes >= self.max_backlog:
+                    return False
         return True
 
     def _drain_checked(self, senders: Senders) -> bool:
@@ -217,11 +215,11 @@ class Receiver:
             seen = counts.get(data)
             if seen is not None:
                 counts[data] = seen + 1
-            elif self.pending_bytes + self.out_bytes > self.max_backlog:
-                self.dropped += 1
             else:
                 counts[data] = 1
                 self.pending_bytes += len(data) + _ENTRY_OVERHEAD
+                if self.pending_bytes + self.out_bytes >= self.max_backlog:
+                    return False
         return True
 
     def _deny(self, day: int, now: float, uid: int, gid: int) -> None:
@@ -253,31 +251,38 @@ class Receiver:
             return
         for day in sorted(self.pending):
             first, last = self.span[day]
-            entries: list[bytes] = []
+            counts = self.pending[day]
+            frame = bytearray(HEADER.size)
+            entries = 0
             over = self.oversize.pop(day, 0)
             if over:
-                entries.append(ENTRY.pack(over, OVERSIZE_FLAG))
-            for data, times in self.pending[day].items():
-                entries.append(ENTRY.pack(times, len(data)) + data)
-                if len(entries) >= _MAX_ENTRIES_PER_FRAME:
-                    self._frame(entries, first, last)
-                    entries = []
+                frame += ENTRY.pack(over, OVERSIZE_FLAG)
+                entries = 1
+            # Each datagram is copied into its frame and let go of at once (popitem), so that
+            # packing never holds what is pending twice.
+            while counts:
+                data, times = counts.popitem()
+                if entries and (
+                    len(frame) + len(data) > FRAME_BYTES or entries >= _MAX_ENTRIES_PER_FRAME
+                ):
+                    self._frame(frame, entries, first, last)
+                    frame = bytearray(HEADER.size)
+                    entries = 0
+                frame += ENTRY.pack(times, len(data))
+                frame += data
+                entries += 1
             if entries:
-                self._frame(entries, first, last)
+                self._frame(frame, entries, first, last)
         self.pending.clear()
         self.span.clear()
         self.pending_bytes = 0
 
-    def _frame(self, entries: list[bytes], first: float, last: float) -> None:
-        payload = b"".join(entries)
-        self._emit(HEADER.pack(KIND_BATCH, len(payload), len(entries), first, last) + payload)
+    def _frame(self, frame: bytearray, entries: int, first: float, last: float) -> None:
+        HEADER.pack_into(frame, 0, KIND_BATCH, len(frame) - HEADER.size, entries, first, last)
+        self._emit(frame)
 
     def flush(self, block: bool = False) -> None:
         """Write frames to the pipe; raises BrokenPipeError when the daemon is gone."""
-        if self.dropped:
-            now = self.clock()
-            self._emit(HEADER.pack(KIND_DROPPED, 0, self.dropped, now, now))
-            self.dropped = 0
         while self.out:
             chunk = self.out[0]
             try:
@@ -302,6 +307,7 @@ class Receiver:
         poller.register(wakeup_fd, select.POLLIN)
         out_events = 0
         poller.register(self.out_fd, out_events)  # POLLERR tells us the daemon went away
+        in_events = select.POLLIN
         now = self.clock()
         self._emit(HEADER.pack(KIND_READY, 0, 0, now, now))
         while not self.stopping:
@@ -319,6 +325,10 @@ class Receiver:
             if wanted != out_events:
                 poller.modify(self.out_fd, wanted)
                 out_events = wanted
+            reading = 0 if self.full() else select.POLLIN
+            if reading != in_events:
+                poller.modify(self.sock.fileno(), reading)
+                in_events = reading
             held = self.pending or self.denied
             timeout = 1000 if not held else int(_PACK_EVERY * 1000) + 1
             for fd, events in poller.poll(timeout):
@@ -333,17 +343,15 @@ class Receiver:
             # Not for a socket systemd owns: it keeps queueing for the next start.
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RD)
-        while self.drain():
-            pass
+        while True:
+            more = self.drain()
+            if self.full():
+                self.pack()
+                self.flush(block=True)
+            elif not more:
+                break
         self.pack()
         self.flush(block=True)
-
-
-def _die_with_parent() -> None:
-    # If the daemon is SIGKILLed, do not linger holding the socket.
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     sock_fd, out_fd, max_size, max_backlog, shutdown = (int(a) for a in args[:5])
     senders = Senders.from_args(*args[5:7]) if len(args) > 5 else None
-    _die_with_parent()
+    system.die_with_parent()  # a SIGKILLed daemon must not leave us holding the socket
     sock = socket.socket(fileno=sock_fd)
     receiver = Receiver(
         sock, out_fd, max_size, max_backlog, shutdown_on_stop=bool(shutdown), senders=senders

@@ -1,16 +1,20 @@
-"""What the collector daemon asks of its host: systemd's readiness notification, a lower CPU
-priority than its receive process, and the figures it logs (memory, the kernel's queue length).
+"""What the collector asks of its host: systemd's readiness notification, a lower CPU priority
+than its receive process, a signal to the receive process when the daemon dies, and the figures
+it logs (memory, the kernel's queue length).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 from pathlib import Path
 
 # Added to this process's niceness once the receive process runs (see yield_to_receiver).
 _DAEMON_NICENESS = 5
+_PR_SET_PDEATHSIG = 1
 
 
 def sd_notify(message: bytes) -> None:
@@ -58,3 +62,10 @@ def qlen() -> str:
         return Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip()
     except OSError:
         return "unknown"
+
+
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies, SIGKILL included."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

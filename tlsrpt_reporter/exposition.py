@@ -1,131 +1,95 @@
-"""The Prometheus text exposition format, version 0.0.4: metric families in, text out.
+"""Prometheus text exposition (format 0.0.4) through the maintained ``prometheus_client``.
 
-Pure code shared by ``tlsrpt-reporter status --format prometheus`` and the collector's
-``metrics_file``; it owns the format's escaping and layout rules and nothing else (no files,
-no clocks). Both outputs are meant for node-exporter's textfile collector, which reads this
-format from ``*.prom`` files.
+``tlsrpt-reporter status --format prometheus`` and the collector's ``metrics_file`` both build
+metric families (``prometheus_client.core``'s ``*MetricFamily``) from numbers they already hold
+and render them here. The library owns the format: escaping, the ``_total`` names of counters,
+the spelling of values. This module adds what both callers need and the library leaves to
+them: a private registry (never the library's global ``REGISTRY``, which would add this
+process's own CPU and memory metrics) and histogram buckets from per-bucket counts.
+
+No files and no clocks: the caller writes the text, through ``safefile.replace`` (the
+library's ``write_to_textfile`` writes under a predictable temporary name, which someone could
+plant a link at: docs/security.md).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
-CONTENT_TYPE = "text/plain; version=0.0.4"
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
-Kind = Literal["counter", "gauge", "histogram", "summary", "untyped"]
-Labels = tuple[tuple[str, str], ...]
-
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-# The sample-name suffixes each type may use: a histogram's series are name_bucket, name_sum
-# and name_count; every other type here writes its samples under the family's own name.
-_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "histogram": ("_bucket", "_sum", "_count"),
-    "summary": ("", "_sum", "_count"),
-}
+# A family with labels, filled by by_label and handed back as the same type.
+_Labelled = TypeVar("_Labelled", GaugeMetricFamily, CounterMetricFamily)
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One line: ``<family name><suffix>{labels} value``."""
+class _Fixed(Collector):
+    """A collector of families computed beforehand (``status``: one rendering per run)."""
 
-    value: float
-    labels: Labels = ()
-    suffix: str = ""
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
 
-
-@dataclass(frozen=True)
-class Family:
-    """A metric family: one ``# HELP`` and one ``# TYPE`` line, then its samples."""
-
-    name: str
-    kind: Kind
-    help: str
-    samples: tuple[Sample, ...]
+    def collect(self) -> Iterator[Metric]:
+        """The families given, in their order."""
+        return iter(self._families)
 
 
-def gauge(name: str, help_text: str, value: float) -> Family:
+def registry(collector: Collector) -> CollectorRegistry:
+    """A registry of its own holding only ``collector``."""
+    own = CollectorRegistry(auto_describe=False)
+    own.register(collector)
+    return own
+
+
+def text(source: CollectorRegistry) -> str:
+    """The exposition text of everything ``source`` collects now (``""`` when nothing)."""
+    return generate_latest(source).decode("utf-8")
+
+
+def render(families: Iterable[Metric]) -> str:
+    """The exposition text of ``families``, in the order given."""
+    return text(registry(_Fixed(families)))
+
+
+def gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     """A family of one unlabelled gauge sample."""
-    return Family(name, "gauge", help_text, (Sample(value),))
+    return GaugeMetricFamily(name, help_text, value=value)
 
 
-def histogram_samples(
-    bounds: Sequence[float], counts: Sequence[int], total: float, labels: Labels = ()
-) -> tuple[Sample, ...]:
-    """The samples of a histogram whose ``counts[i]`` observations fell at or below
-    ``bounds[i]`` and above ``bounds[i - 1]`` (``counts`` has one more entry: above the last
-    bound). Buckets in the format are cumulative, with a final ``le="+Inf"``.
-    """
+def by_label(family: _Labelled, values: Iterable[tuple[str, float]]) -> _Labelled:
+    """``family`` (created with one label name) with a sample per (label value, value)."""
+    for label, value in values:
+        family.add_metric([label], value)
+    return family
+
+
+def histogram(
+    name: str, help_text: str, bounds: Sequence[float], counts: Sequence[int], total: float
+) -> HistogramMetricFamily:
+    """The histogram whose ``counts[i]`` observations fell at or below ``bounds[i]`` and above
+    ``bounds[i - 1]`` (``counts`` has one more entry: above the last bound), ``total`` their
+    sum. The format's buckets are cumulative and end with ``le="+Inf"``."""
     if len(counts) != len(bounds) + 1:
         raise ValueError("a histogram needs one count per bound plus one above the last")
-    samples = []
+    buckets: list[tuple[str, float]] = []
     running = 0
     for bound, count in zip((*bounds, math.inf), counts, strict=True):
         running += count
-        le = (("le", format_value(bound)),)
-        samples.append(Sample(running, labels + le, "_bucket"))
-    samples.append(Sample(total, labels, "_sum"))
-    samples.append(Sample(running, labels, "_count"))
-    return tuple(samples)
+        buckets.append((_le(bound), running))
+    return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=total)
 
 
-def render(families: Iterable[Family]) -> str:
-    """The exposition text of ``families``, in the order given; ends with a newline.
-
-    Raises ValueError for a name the format does not allow (a programming error, never data).
-    """
-    lines: list[str] = []
-    seen: set[str] = set()
-    for family in families:
-        if not _METRIC_NAME.fullmatch(family.name):
-            raise ValueError(f"{family.name!r} is not a valid metric name")
-        if family.name in seen:
-            raise ValueError(f"metric family {family.name} is given twice")
-        seen.add(family.name)
-        lines.append(f"# HELP {family.name} {escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        allowed = _SUFFIXES.get(family.kind, ("",))
-        for sample in family.samples:
-            if sample.suffix not in allowed:
-                raise ValueError(f"{family.kind} {family.name} has no {sample.suffix!r} series")
-            lines.append(f"{family.name}{sample.suffix}{_labels(sample.labels)} "
-                         f"{format_value(sample.value)}")  # fmt: skip
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    parts = []
-    for name, value in labels:
-        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
-            raise ValueError(f"{name!r} is not a valid label name")
-        parts.append(f'{name}="{escape_label_value(value)}"')
-    return "{" + ",".join(parts) + "}"
-
-
-def escape_label_value(value: str) -> str:
-    """A label value as the format writes it: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str) -> str:
-    """HELP text as the format writes it: backslash and newline escaped (quotes stay)."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    """A sample value: integers without a fraction, Go-style ``+Inf``, ``-Inf``, ``NaN``."""
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+def _le(bound: float) -> str:
+    # Spelled as Go's client and Prometheus itself write bounds ("1", "0.25", "+Inf"), not
+    # Python's "1.0": an le label value is matched as a string by `{le="1"}` in a query.
+    if math.isinf(bound):
+        return "+Inf"
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))

@@ -98,7 +98,7 @@ def test_without_any_key_sending_stays_refused_as_missing(site: Site) -> None:
     config.write_text(text.replace(table, ""))
     refused = site.cli("send", "--now", config=config)
     assert refused.returncode == 2
-    assert "[[reporter.mail.dkim]] (at least one key)" in refused.stderr
+    assert "[[reporter.mail.dkim]] (at least one key, or sign_by" in refused.stderr
     checked = site.cli("check-config", config=config)
     assert "signs as the submitter" not in checked.stdout
     assert "missing  sending: [[reporter.mail.dkim]]" in checked.stdout

@@ -16,8 +16,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.audit import watching
 
 from tlsrpt_collectd import listener
 from tlsrpt_collectd.receiver import Senders
@@ -180,6 +182,110 @@ def test_bind_reports_a_directory_it_cannot_create() -> None:
     where = f"/proc/tlsrpt-test-{os.urandom(4).hex()}"  # no one can make a directory there
     with pytest.raises(CollectorError, match=f"cannot create socket directory {where}"):
         listener.bind(f"{where}/s.sock", 0o600)
+
+
+def test_the_socket_path_appears_only_with_its_final_mode_and_group(short_dir: Path) -> None:
+    """At every step of bind() (each audit event), whatever is at the path is already the socket
+    with its final mode and group; the bind itself happens in a private 0700 directory."""
+    path = short_dir / "s.sock"
+    gid = 54321 if os.geteuid() == 0 else os.getegid()  # any gid needs root
+    seen: list[tuple[str, bool, int, int]] = []
+    bound_at: list[tuple[str, int, int]] = []
+
+    def watch(event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.bind" and args[0].family == socket.AF_UNIX:
+            where = Path(args[1])
+            st = where.parent.lstat()
+            bound_at.append((str(where), stat.S_IMODE(st.st_mode), st.st_uid))
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        seen.append((event, stat.S_ISSOCK(st.st_mode), stat.S_IMODE(st.st_mode), st.st_gid))
+
+    with watching(watch):
+        bound = listener.bind(str(path), 0o620, str(gid))
+    try:
+        assert len(bound_at) == 1
+        where, dir_mode, dir_owner = bound_at[0]
+        assert where != str(path) and Path(where).parent.parent == short_dir
+        assert (dir_mode, dir_owner) == (0o700, os.geteuid())
+        assert seen, "the path never appeared while bind() ran"
+        assert {(is_socket, mode, g) for _, is_socket, mode, g in seen} == {(True, 0o620, gid)}
+        assert sorted(p.name for p in short_dir.iterdir()) == ["s.sock"]  # no private dir left
+        assert send_and_receive(bound.sock, path, b"reachable") == b"reachable"
+    finally:
+        bound.close()
+
+
+def test_a_link_swapped_in_while_binding_is_never_followed(short_dir: Path) -> None:
+    """An attacker who can write to the socket's directory puts a link to another file at the
+    path at the worst moment, just before the mode is set: that file keeps its mode, and the
+    collector refuses to start rather than replace what appeared."""
+    path = short_dir / "s.sock"
+    victim = short_dir / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+
+    def attacker(event: str, args: tuple[Any, ...]) -> None:
+        if event in ("os.chmod", "os.chown") and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            path.symlink_to(victim)
+
+    with watching(attacker), pytest.raises(CollectorError) as caught:
+        listener.bind(str(path), 0o666)
+    assert f"{path} appeared while the collector was binding" in str(caught.value)
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert path.is_symlink()  # not ours: left for the operator to look at
+    assert sorted(p.name for p in short_dir.iterdir()) == ["s.sock", "victim"]
+
+
+def test_a_socket_not_yet_in_place_is_not_reachable_by_another_user(short_dir: Path) -> None:
+    """Seen by nobody (another user, as an MTA would be) while bind() runs: at every step the
+    socket's path is either absent or refuses a 0600 socket's non-owner."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to the user nobody needs root")
+    short_dir.chmod(0o755)
+    path = short_dir / "s.sock"
+    answers: list[str] = []
+
+    def probe(event: str, args: tuple[Any, ...]) -> None:
+        if event in ("socket.bind", "os.chmod", "os.chown", "os.link", "os.remove", "os.rmdir"):
+            answers.append(_send_as_nobody(path))
+
+    with watching(probe):
+        bound = listener.bind(str(path), 0o600)
+    try:
+        answers.append(_send_as_nobody(path))
+        assert set(answers) <= {"FileNotFoundError", "PermissionError"}, answers
+        assert answers[-1] == "PermissionError"
+    finally:
+        bound.close()
+
+
+def _send_as_nobody(path: Path) -> str:
+    script = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "try:\n    s.sendto(b'x', sys.argv[1]); print('sent')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-c", script, str(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_bind_refuses_a_directory_too_long_for_the_private_bind(short_dir: Path) -> None:
+    # The final path fits in 107 bytes, the private one beside it (12 bytes more) does not.
+    deep = short_dir / ("d" * (100 - len(os.fsencode(str(short_dir))) - 1))
+    path = deep / "s"
+    assert len(os.fsencode(str(path))) == 102
+    with pytest.raises(CollectorError, match=f"socket directory {deep} is too long"):
+        listener.bind(str(path), 0o600)
+    assert list(deep.iterdir()) == []
 
 
 # --- check_group ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 from support.collector import Collector, send_all, write_config
 from support.datagrams import ok
 from support.site import Site
@@ -26,6 +27,8 @@ from support.site import Site
 from tlsrpt_collectd import metrics as collector_metrics
 from tlsrpt_reporter import exposition
 from tlsrpt_reporter.deliver import error_kinds, https, smtp
+from tlsrpt_reporter.model import RESULT_TYPES
+from tlsrpt_reporter.wire.decode import REJECT_REASONS
 
 MakeCollector = Callable[..., Collector]
 
@@ -119,45 +122,36 @@ def _check_histogram(out: Parsed, name: str) -> None:
 
 def test_label_values_and_help_are_escaped_and_read_back_unchanged() -> None:
     nasty = 'a "quoted" back\\slash\nand a newline'
-    text = exposition.render(
-        [
-            exposition.Family(
-                "x_things", "gauge", "help with \\ and\nnewline", (
-                    exposition.Sample(3, (("why", nasty),)),
-                    exposition.Sample(0.25, (("why", ""),)),
-                ),
-            )
-        ]
-    )  # fmt: skip
-    assert '{why="a \\"quoted\\" back\\\\slash\\nand a newline"} 3\n' in text
+    family = GaugeMetricFamily("x_things", "help with \\ and\nnewline", labels=["why"])
+    text = exposition.render([exposition.by_label(family, [(nasty, 3), ("", 0.25)])])
+    assert '{why="a \\"quoted\\" back\\\\slash\\nand a newline"} 3.0\n' in text
     parsed = parse(text)
     assert parsed.value("x_things", why=nasty) == 3
     assert parsed.value("x_things", why="") == 0.25
     assert parsed.helps["x_things"] == "help with \\ and\nnewline"
 
 
-def test_values_are_written_as_the_format_spells_them() -> None:
-    assert [exposition.format_value(v) for v in (7, 2.0, 0.125, math.inf, -math.inf)] == [
-        "7", "2", "0.125", "+Inf", "-Inf"
-    ]  # fmt: skip
-    assert exposition.format_value(math.nan) == "NaN"
-
-
-def test_histogram_buckets_are_cumulative_and_end_with_inf() -> None:
-    samples = exposition.histogram_samples((0.1, 1.0), [2, 3, 1], 4.5)
-    parsed = parse(exposition.render([exposition.Family("x_seconds", "histogram", "h", samples)]))
+def test_histogram_buckets_are_cumulative_end_with_inf_and_spell_bounds_as_go_does() -> None:
+    family = exposition.histogram("x_seconds", "h", (0.1, 1.0, 30.0), [2, 3, 0, 1], 4.5)
+    text = exposition.render([family])
+    # "1", not Python's "1.0": a query's {le="1"} matches the label value as a string.
+    assert 'x_seconds_bucket{le="1"} 5.0\n' in text and 'le="30"' in text
+    parsed = parse(text)
     assert parsed.value("x_seconds_bucket", le="0.1") == 2
     assert parsed.value("x_seconds_bucket", le="1") == 5
+    assert parsed.value("x_seconds_bucket", le="30") == 5
     assert parsed.value("x_seconds_bucket", le="+Inf") == 6
     assert parsed.value("x_seconds_count") == 6 and parsed.value("x_seconds_sum") == 4.5
+    with pytest.raises(ValueError, match="one count per bound"):
+        exposition.histogram("x_seconds", "h", (0.1,), [1], 0.0)
 
 
-def test_invalid_names_are_refused() -> None:
-    with pytest.raises(ValueError, match="metric name"):
-        exposition.render([exposition.gauge("bad-name", "h", 1)])
-    with pytest.raises(ValueError, match="label name"):
-        bad = exposition.Family("x", "gauge", "h", (exposition.Sample(1, (("__x", "v"),)),))
-        exposition.render([bad])
+def test_a_rendering_holds_only_the_families_given_never_the_librarys_own() -> None:
+    """The library's global registry adds the process's CPU, memory and GC metrics; a file
+    for the textfile collector must not (node-exporter reports its own under those names)."""
+    text = exposition.render([exposition.gauge("x_one", "h", 1)])
+    assert parse(text).types == {"x_one": "gauge"}
+    assert exposition.render([]) == ""
 
 
 def test_the_collectors_flush_durations_fall_into_inclusive_buckets() -> None:
@@ -171,6 +165,16 @@ def test_the_collectors_flush_durations_fall_into_inclusive_buckets() -> None:
     assert parsed.value(name + "_bucket", le="0.25") == 3
     assert parsed.value(name + "_bucket", le="30") == 3
     assert parsed.value(name + "_count") == 4
+
+
+def test_every_rejection_reason_is_written_from_the_start_so_increase_sees_the_first() -> None:
+    counters = collector_metrics.Counters(started=1.0, rejected={"not-json": 2})
+    parsed = parse(collector_metrics.text(counters, 0))
+    series = {
+        dict(labels)["reason"]: v
+        for labels, v in parsed.series("tlsrpt_collectd_rejected_total").items()
+    }
+    assert series == dict.fromkeys(REJECT_REASONS, 0) | {"not-json": 2}
 
 
 # --- error kinds -----------------------------------------------------------------------------
@@ -299,7 +303,7 @@ def test_metrics_file_counts_what_the_collector_did_and_is_replaced_atomically(
     assert final.value("tlsrpt_collectd_received_total") == good + not_json + not_object
     assert final.value("tlsrpt_collectd_rejected_total", reason="not-json") == not_json
     assert final.value("tlsrpt_collectd_rejected_total", reason="not-object") == not_object
-    assert final.value("tlsrpt_collectd_dropped_total", reason="backlog-full") == 0
+    assert final.value("tlsrpt_collectd_failure_details_capped_total") == 0
     assert final.value("tlsrpt_collectd_dropped_total", reason="memory-full") == 0
     flushes = final.value("tlsrpt_collectd_flushes_total")
     assert flushes >= 1
@@ -394,9 +398,22 @@ def test_status_prometheus_shows_delivered_retrying_and_given_up_reports(site: S
     assert len(m.series("tlsrpt_reporter_delivery_errors")) == 2 * len(error_kinds.KINDS)
     built = m.value("tlsrpt_reporter_last_build_timestamp_seconds")
     assert before - 120 < built <= before
-    assert built <= m.value("tlsrpt_reporter_last_delivery_timestamp_seconds") <= time.time()
+    sent_at = m.value("tlsrpt_reporter_last_successful_send_timestamp_seconds")
+    assert built <= sent_at <= time.time()
     age = m.value("tlsrpt_reporter_oldest_unsent_report_age_seconds")
     assert 0 < age < 120
+    assert m.value("tlsrpt_reporter_suppressed_destinations") == 0
+    # The sessions of the day built, read from the collector's database: seven sessions, one
+    # failed with a certificate-expired detail; every RFC 8460 result type is written.
+    assert m.value("tlsrpt_reporter_day_start_timestamp_seconds") == 1_772_323_200  # 2026-03-01
+    assert m.value("tlsrpt_reporter_day_sessions") == 7
+    assert m.value("tlsrpt_reporter_day_failed_sessions") == 1
+    by_type = {
+        dict(labels)["result_type"]: v
+        for labels, v in m.series("tlsrpt_reporter_day_result_type_failed_sessions").items()
+    }
+    assert by_type == dict.fromkeys(RESULT_TYPES, 0) | {"certificate-expired": 1}
+    assert m.value("tlsrpt_reporter_day_sources_unreadable") == 0
     # --json stays what it was; --format json is the same output.
     as_json = site.cli("status", "--json")
     assert (
@@ -413,6 +430,17 @@ def test_status_prometheus_shows_delivered_retrying_and_given_up_reports(site: S
     empty = parse(site.cli("status", "--format", "prometheus", "--day", "2026-01-01").stdout)
     assert empty.value("tlsrpt_reporter_reports", status="delivered") == 0
     assert empty.value("tlsrpt_reporter_oldest_unsent_report_age_seconds") == 0
+    assert empty.value("tlsrpt_reporter_day_sessions") == 0
+    assert empty.value("tlsrpt_reporter_day_start_timestamp_seconds") == 1_767_225_600
+
+    # A source that cannot be read is counted; the state's metrics are still written.
+    site.collector_db.rename(site.collector_db.with_suffix(".gone"))
+    shown = site.cli("status", "--format", "prometheus")
+    assert shown.returncode == 0, shown.stderr
+    m = parse(shown.stdout)
+    assert m.value("tlsrpt_reporter_day_sources_unreadable") == 1
+    assert m.value("tlsrpt_reporter_day_sessions") == 0
+    assert m.value("tlsrpt_reporter_reports", status="delivered") == 3
 
 
 def test_a_version_1_state_database_is_migrated_and_its_errors_classified_from_the_text(

@@ -155,7 +155,8 @@ def test_socket_passed_by_systemd_is_used_and_left_in_place(make_collector: Make
 
 def test_check_config_accepts_a_good_file(shared_dir: Path) -> None:
     good = shared_dir / "good.toml"
-    write_config(good, socket="/run/x.sock", flush_interval=2, socket_mode="0666")
+    write_config(good, socket="/run/x.sock", db=shared_dir / "c.sqlite", flush_interval=2,
+                 socket_mode="0666")  # fmt: skip
     result = collectd("--check-config", "--config", str(good))
     assert result.returncode == 0
     assert "configuration OK" in result.stdout

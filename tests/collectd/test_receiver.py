@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -11,19 +12,17 @@ from support.collector import send_all
 from support.datagrams import ok
 
 from tlsrpt_collectd.daemon import Collector as Daemon
-from tlsrpt_collectd.intake import SENDER_NOT_ALLOWED
-from tlsrpt_collectd.receiver import (
+from tlsrpt_collectd.frames import (
     DENIED_ENTRY,
     ENTRY,
+    FRAME_BYTES,
     HEADER,
     KIND_BATCH,
     KIND_DENIED,
-    KIND_DROPPED,
     OVERSIZE_FLAG,
-    UCRED,
-    Receiver,
-    Senders,
 )
+from tlsrpt_collectd.intake import SENDER_NOT_ALLOWED
+from tlsrpt_collectd.receiver import UCRED, Receiver, Senders
 from tlsrpt_reporter.config.schema import CollectdConfig
 
 
@@ -110,17 +109,56 @@ def test_oversize_datagrams_are_counted_without_their_bytes(tmp_path: Path) -> N
     assert [(t, b) for t, s, b in entries if not s & OVERSIZE_FLAG] == [(1, b"ok")]
 
 
-def test_past_the_backlog_cap_new_datagrams_are_dropped_and_counted(tmp_path: Path) -> None:
-    grams = [b"d%03d" % i + b"." * 100 for i in range(50)] + [b"d000" + b"." * 100] * 5
-    parsed = frames(run_once(tmp_path, grams, max_backlog=1000))
-    kept = sum(t for kind, _, entries in parsed if kind == KIND_BATCH for t, _, _ in entries)
-    dropped = sum(count for kind, count, _ in parsed if kind == KIND_DROPPED)
-    assert dropped > 0, "a 1000-byte cap cannot hold 50 distinct 104-byte datagrams"
-    assert kept + dropped == len(grams), "every datagram is either handed over or counted"
-    # Copies of a datagram already held still count: they cost no memory.
-    first = next(t for kind, _, e in parsed if kind == KIND_BATCH for t, _, b in e
-                 if b.startswith(b"d000"))  # fmt: skip
-    assert first == 6
+def test_at_the_backlog_cap_the_receiver_stops_reading_and_drops_nothing(
+    tmp_path: Path,
+) -> None:
+    path, server = bound_socket(tmp_path)
+    read_fd, write_fd = os.pipe()
+    receiver = Receiver(server, write_fd, 4096, max_backlog=1000)
+    grams = [b"d%03d" % i + b"." * 100 for i in range(8)]  # the test host's queue may hold 10
+    send_all(path, grams)
+    assert not receiver.drain()
+    assert receiver.full(), "8 distinct datagrams of 104 bytes cannot fit under 1000 bytes"
+    held = sum(len(counts) for counts in receiver.pending.values())
+    assert 0 < held < len(grams), "the rest stays in the kernel's queue"
+    assert not receiver.drain(), "a full receiver reads nothing more"
+    receiver.pack()
+    receiver.flush(block=True)  # the daemon took what was held
+    assert not receiver.full()
+    receiver.drain()
+    parsed = frames(handed_over(receiver, read_fd, write_fd))
+    server.close()
+    assert {kind for kind, _, _ in parsed} == {KIND_BATCH}
+    got = sorted(body for _, _, entries in parsed for times, _, body in entries if times == 1)
+    assert got == grams, "every datagram handed over once, none dropped"
+
+
+def test_a_frame_holds_at_most_frame_bytes_of_datagrams(tmp_path: Path) -> None:
+    path, server = bound_socket(tmp_path)
+    read_fd, write_fd = os.pipe()
+    big = 60_000
+    receiver = Receiver(server, write_fd, 100_000, max_backlog=64 << 20)
+    for sent in range(0, 40, 2):  # 2.4 MB: more than two frames' worth
+        # Two at a time: queued datagrams count against the sender's 208 KiB send buffer.
+        send_all(path, [b"%03d" % (sent + i) + b"x" * big for i in range(2)])
+        receiver.drain()
+    chunks: list[bytes] = []
+    # 2.4 MB do not fit in a pipe: read it while the receiver writes, as the daemon does.
+    reader = threading.Thread(
+        target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 1 << 20), b""))
+    )
+    reader.start()
+    receiver.pack()
+    receiver.flush(block=True)
+    os.close(write_fd)
+    reader.join(60)
+    os.close(read_fd)
+    server.close()
+    parsed = frames(b"".join(chunks))
+    assert len(parsed) >= 3
+    for _, _, entries in parsed:
+        assert sum(len(body) for _, _, body in entries) <= FRAME_BYTES
+    assert sum(len(entries) for _, _, entries in parsed) == 40
 
 
 def test_senders_not_allowed_are_counted_by_uid_and_gid_and_never_handed_over(

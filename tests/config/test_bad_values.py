@@ -42,10 +42,23 @@ REPORTER_CASES = [
     ("[reporter]\nmax_failure_details = 99999999999999999999\n", "reporter.max_failure_details"),
     ("[reporter]\nmax_reports_per_destination = 99999999999999999999\n",
      "reporter.max_reports_per_destination"),
+    ("[reporter]\ndead_after_days = -1\n", "reporter.dead_after_days"),
+    ("[reporter]\ndead_after_days = 2.5\n", "reporter.dead_after_days"),
+    ("[reporter]\nsuppress_for = nan\n", "reporter.suppress_for"),
+    ("[reporter]\nsuppress_for = 0\n", "reporter.suppress_for"),
+    ("[reporter]\nsuppress_for = 99999999999999999999\n", "reporter.suppress_for"),
     ("[reporter]\ngracee = 1\n", "reporter.gracee"),
     ("[reporter.mail]\nrelayy = 1\n", "reporter.mail.relayy"),
     ("[dns]\nportt = 1\n", "dns.portt"),
     ("[reporter.https]\ntimeoutt = 1\n", "reporter.https.timeoutt"),
+    ('[reporter]\nredirect = "ops@example.net"\n', "reporter.redirect"),
+    ('[reporter]\nredirect = "mailto:"\n', "reporter.redirect"),
+    ('[reporter]\nredirect = "mailto:a@x.example,b@y.example"\n', "reporter.redirect"),
+    ('[reporter]\nredirect = "dir:relative/path"\n', "reporter.redirect"),
+    ('[reporter.mail]\nsign_by = "mta"\n', "reporter.mail.sign_by"),
+    ('[reporter.mail]\nsign_by = "relay"\nrelay = "direct"\n', "reporter.mail.sign_by"),
+    ('[reporter.mail]\nsign_by = "relay"\n[[reporter.mail.dkim]]\ndomain = "x.example"\n'
+     'selector = "s"\nkey = "/k.pem"\n', "reporter.mail.sign_by"),
     (_DEEP, "too deeply nested"),
 ]  # fmt: skip
 
@@ -55,6 +68,8 @@ COLLECTD_CASES = [
     ("[collectd]\nflush_interval = -1\n", "collectd.flush_interval"),
     ("[collectd]\nretention_days = 99999999999999999999\n", "collectd.retention_days"),
     ("[collectd]\nmax_pending_keys = 99999999999999999999\n", "collectd.max_pending_keys"),
+    ("[collectd]\nmax_held_bytes = 1048576\n", "collectd.max_held_bytes"),
+    ("[collectd]\nmax_failure_details = 0\n", "collectd.max_failure_details"),
     ("[collectd]\nsocket_modee = 1\n", "collectd.socket_modee"),
     ("[collectd]\nx = " + "{x = " * 50_000 + "1" + "}" * 50_000 + "\n", "too deeply nested"),
 ]

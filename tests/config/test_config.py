@@ -453,7 +453,7 @@ def test_the_schema_has_no_untyped_fields(cls: type) -> None:
         ("[reporter]\nnever_report = ['a..b']\n", "reporter.never_report: 'a..b' is not a domain"),
         ("[reporter]\nsources = 'a.sqlite'\n", "reporter.sources must be a list of non-empty"),
         ("[reporter]\ncontact_info = 'nobody'\n", "reporter.contact_info must be an address like"),
-        ("[reporter]\ngrase = 1\n", "unknown key reporter.grase; known: contact_info, db,"),
+        ("[reporter]\ngrase = 1\n", "unknown key reporter.grase; known: attempt_deadline,"),
         ("[reporter]\nmail = 5\n", "reporter.mail must be a table"),
         ("[reporter.mail]\nrelay = 'smtp.example.net'\n",
          'reporter.mail.relay must be "host:port" or "direct", got \'smtp.example.net\''),
@@ -614,7 +614,8 @@ def test_the_db_option_replaces_the_reporter_sources(tmp_path: Path) -> None:
 
 
 def _writable_collectd(tmp_path: Path) -> str:
-    return f'[collectd]\nsocket = "{tmp_path}/s.sock"\ndb = "{tmp_path}/c.sqlite"\n'
+    return (f'[collectd]\nsocket = "{tmp_path}/s.sock"\ndb = "{tmp_path}/c.sqlite"\n'
+            'socket_group = "0"\n')  # fmt: skip
 
 
 def _failing_check_config(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -634,11 +635,13 @@ def test_check_config_without_an_identity_says_what_is_missing(
         f"ok       configuration read from {path}",
         f"ok       collecting: socket directory {tmp_path} exists",
         f"ok       collecting: database directory {tmp_path} exists",
+        "ok       collecting: socket group gid 0 (taken as it is, no group entry needed), "
+        "mode 0660",
         "missing  sending: reporter.organization_name is not set; reports are built but never sent",
         "missing  sending: reporter.contact_info is not set; reports are built but never sent",
         "missing  sending: reporter.mail.from is not set; reports are built but never sent",
-        "missing  sending: [[reporter.mail.dkim]] (at least one key) is not set; reports are "
-        "built but never sent",
+        'missing  sending: [[reporter.mail.dkim]] (at least one key, or sign_by = "relay") is not '
+        "set; reports are built but never sent",
         f"warning  source {tmp_path}/c.sqlite does not exist yet (the collector creates it)",
         "ok       [dns] settings",
         "ok       [reporter.https] settings",

@@ -72,7 +72,9 @@ def test_no_key_or_no_contact_info_is_left_to_the_missing_check() -> None:
     # Sign-by-relay setups have no key: sending is refused as "missing", not here.
     assert identity.signers(_cfg("tlsrpt@example.net")) is None
     assert identity.signers(_cfg("", "example.net")) is None
-    assert "[[reporter.mail.dkim]] (at least one key)" in _cfg("a@example.net").missing_identity()
+    assert '[[reporter.mail.dkim]] (at least one key, or sign_by = "relay")' in (
+        _cfg("a@example.net").missing_identity()
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """``tlsrpt_reporter.logs`` directly: the one-line log format on a terminal and under journald,
-the ``RepeatLimiter`` that keeps rejected datagrams from flooding the journal, and the
-``Progress`` line (shown on a real pty, silent elsewhere)."""
+the ``RepeatLimiter`` that keeps rejected datagrams from flooding the journal, the collapsing of
+alike warnings into one line with a count, and ``Progress`` (a rich bar with rate and ETA on a
+real pty, a plain line now and then elsewhere)."""
 
 from __future__ import annotations
 
@@ -194,12 +195,13 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal(
 
 
 PROGRESS_SCRIPT = """
-import sys
+import sys, time
 from tlsrpt_reporter.logs import Progress
 label, total = sys.argv[1], int(sys.argv[2])
-progress = Progress(label, total)
-for done in range(1, total + 1):
-    progress.step(done)
+with Progress(label, total) as progress:
+    for done in range(1, total + 1):
+        progress.step(done)
+        time.sleep(0.005)  # work that takes a moment, so that a rate can be measured
 sys.stderr.write("END\\n")
 """
 
@@ -240,15 +242,110 @@ def on_a_pty(label: str, total: int) -> str:
     return out.decode().replace("\r\n", "\n")
 
 
-def test_progress_on_a_terminal_shows_label_done_and_total_every_fifty_and_at_the_end() -> None:
+def test_progress_on_a_terminal_draws_a_bar_with_done_total_rate_and_time_left() -> None:
     out = on_a_pty("building 2026-03-01", 120)
-    assert out == (
-        "\rbuilding 2026-03-01: 50/120"
-        "\rbuilding 2026-03-01: 100/120"
-        "\rbuilding 2026-03-01: 120/120\n"
-        "END\n"
-    )
+    assert "building 2026-03-01" in out
+    assert "120/120" in out
+    assert re.search(r"\d[\d,.]*/s", out), out  # the rate, items per second
+    assert re.search(r"ETA \S*\d:\d\d:\d\d", out), out  # the time left
+    # The bar gives the cursor back before the program goes on.
+    assert out.endswith("\x1b[?25hEND\n"), out
 
 
 def test_progress_on_a_terminal_stays_quiet_for_twenty_items_or_fewer() -> None:
     assert on_a_pty("sending", 20) == "END\n"
+
+
+def test_progress_off_a_terminal_says_a_plain_line_every_interval_with_rate_and_time_left(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")  # stderr is captured: not a terminal
+    logs.setup("tlsrpt-reporter")
+    now = [0.0]
+    progress = Progress("building 2026-03-01", 5000, every=15.0, clock=lambda: now[0])
+    assert progress.enabled is False
+    for done in range(1, 5001):
+        now[0] = done / 100  # 100 a second
+        progress.step(done)
+    assert emitted(capsys) == [
+        "<6>building 2026-03-01: 1,500 of 5,000 (30 %), 100/s, about 35 s left",
+        "<6>building 2026-03-01: 3,000 of 5,000 (60 %), 100/s, about 20 s left",
+        "<6>building 2026-03-01: 4,500 of 5,000 (90 %), 100/s, about 5 s left",
+        "<6>building 2026-03-01: 5,000 done in 50 s, 100/s",
+    ]
+
+
+def test_progress_off_a_terminal_without_logging_set_up_writes_the_bare_line(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    logging.getLogger().handlers[:] = []  # as in `build`, which sets up no logging
+    now = [0.0]
+    with Progress("replaying", 3_000_000, unit="bytes", every=10.0, clock=lambda: now[0]) as p:
+        now[0] = 10.0
+        p.step(1_500_000)
+    assert emitted(capsys) == [
+        "replaying: 1.5 MB of 3.0 MB (50 %), 150.0 kB/s, about 10 s left",
+        "replaying: 1.5 MB done in 10 s, 150.0 kB/s",
+    ]
+
+
+# --- collapsing alike warnings ----------------------------------------------------------------
+
+
+def test_alike_warnings_in_a_pass_become_the_first_one_and_a_line_with_the_count(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    log = logs.setup("tlsrpt-reporter")
+    refused = "relay 127.0.0.1:25: connect failed: Connection refused"
+    with logs.collapsed():
+        for n in range(190):
+            report, to = f"r{n}.id@example.net", f"mailto:tls@d{n}.example"
+            attempt = 1 + n % 3  # the count of attempts differs, the fault does not
+            log.warning("report %s to %s: attempt %d failed (%s): %s",
+                        report, to, attempt, "failed-retrying", refused)  # fmt: skip
+            if n == 0:
+                log.info("progress %d", n)  # info lines are never held back
+        # The error names the domain it is about: still alike once the name is taken out.
+        for domain in ("a.example", "b.example", "c.example"):
+            log.warning("DNS lookup for %s failed: %s", domain, f"_smtp._tls.{domain} TXT: timeout")
+        log.error("a different fault: %s", "disk full")
+    lines = emitted(capsys)
+    assert lines == [
+        f"<4>report r0.id@example.net to mailto:tls@d0.example: attempt 1 failed "
+        f"(failed-retrying): {refused}",
+        "<6>progress 0",
+        "<4>DNS lookup for a.example failed: _smtp._tls.a.example TXT: timeout",
+        "<3>a different fault: disk full",
+        f"<4>report r0.id@example.net to mailto:tls@d0.example: attempt 1 failed "
+        f"(failed-retrying): {refused} (and 189 more like it)",
+        "<4>DNS lookup for a.example failed: _smtp._tls.a.example TXT: timeout "
+        "(and 2 more like it)",
+    ]
+
+
+def test_warnings_with_different_errors_are_all_shown_and_collapsing_ends_with_the_block(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    log = logs.setup("tlsrpt-reporter")
+    with logs.collapsed():
+        log.warning("report to %s failed: %s", "mailto:a@a.example", "550 no such user")
+        log.warning("report to %s failed: %s", "mailto:b@b.example", "452 mailbox full")
+        # A short argument (an attempt number) is no name: "1" must not be taken out of "127".
+        log.warning("attempt %s failed: %s", "1", "relay 127.0.0.1:25 refused")
+        log.warning("attempt %s failed: %s", "2", "relay 127.0.0.2:25 refused")
+    log.warning("report to %s failed: %s", "mailto:c@c.example", "550 no such user")
+    assert emitted(capsys) == [
+        "<4>report to mailto:a@a.example failed: 550 no such user",
+        "<4>report to mailto:b@b.example failed: 452 mailbox full",
+        "<4>attempt 1 failed: relay 127.0.0.1:25 refused",
+        "<4>attempt 2 failed: relay 127.0.0.2:25 refused",
+        "<4>report to mailto:c@c.example failed: 550 no such user",
+    ]

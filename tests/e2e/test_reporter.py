@@ -17,7 +17,7 @@ from support.site import DAY, SUBMITTER, Site, sts
 
 from tlsrpt_reporter.report import schema
 from tlsrpt_reporter.store import collected as store
-from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.process_lock import ProcessLock
 from tlsrpt_reporter.wire.aggregate import Aggregate
 from tlsrpt_reporter.wire.decode import decode
 from tlsrpt_reporter.wire.encode import datagram
@@ -135,7 +135,8 @@ def test_a_crash_after_acceptance_resends_the_same_report_and_message_ids(site: 
     victim.append(proc)
     proc.wait(60)
     assert proc.returncode == -signal.SIGKILL
-    assert len(site.smtp.messages) == 1
+    # Deliveries to other hosts run in lanes of their own: another mail may be in too.
+    assert len(site.smtp.messages) >= 1
     site.smtp.on_data = None
     again = site.cli("send", "--now")
     assert again.returncode == 0, again.stderr
@@ -152,7 +153,7 @@ def test_a_crash_after_acceptance_resends_the_same_report_and_message_ids(site: 
 
 
 def test_only_one_reporter_works_on_a_state_database(site: Site) -> None:
-    with state.ProcessLock(site.reporter_db):
+    with ProcessLock(site.reporter_db):
         result = site.cli("send", "--now")
     assert result.returncode == 1
     assert "another tlsrpt-reporter process" in result.stderr

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import pty
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.collector import Collector
 from support.datagrams import canon, ok
+from support.pty_run import on_a_pty
 
 from tlsrpt_reporter.demo import samplegen
 from tlsrpt_reporter.demo.run import sample_path
@@ -92,19 +92,13 @@ def test_into_db_matches_what_the_collector_stores_from_the_socket(
 def test_into_db_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
     log = tmp_path / "big.jsonl"
     log.write_bytes(b"\n".join(samplegen.sessions(1, 50, 50_001)) + b"\n")
-    primary, secondary = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tlsrpt_reporter.cli", "replay", str(log),
-             "--into-db", str(tmp_path / "a.sqlite")],
-            stdout=subprocess.PIPE, stderr=secondary, timeout=300,
-        )  # fmt: skip
-        os.set_blocking(primary, False)
-        shown = os.read(primary, 65536).decode()
-    finally:
-        os.close(primary)
-        os.close(secondary)
-    assert proc.returncode == 0
-    assert "replayed 50,000 lines" in shown
+    status, shown = on_a_pty(
+        [sys.executable, "-m", "tlsrpt_reporter.cli", "replay", str(log),
+         "--into-db", str(tmp_path / "a.sqlite")]
+    )  # fmt: skip
+    assert status == 0, shown
+    assert f"replaying {log.name}" in shown
+    assert re.search(r"[\d.]+ [kM]?B/s", shown), shown  # the rate, in bytes of the log
+    assert "ETA" in shown
     piped = cli("replay", str(log), "--into-db", str(tmp_path / "b.sqlite"))
-    assert piped.returncode == 0 and "replayed" not in piped.stderr
+    assert piped.returncode == 0 and "replaying" not in piped.stderr

@@ -111,6 +111,7 @@ def ensure_root() -> Path:
     """
     root = root_path()
     if is_complete(root):
+        _open_root(root)
         return root
     if os.geteuid() != 0:
         raise RootUnavailable(f"{root} is missing and only root can build it (debootstrap)")
@@ -137,6 +138,7 @@ def ensure_root() -> Path:
             raise RootUnavailable(
                 f"debootstrap of {SUITE} from {mirror} failed (exit {done.returncode}):\n{tail}"
             )
+        _open_root(building)
         if root.exists():
             shutil.rmtree(root)
         building.rename(root)
@@ -144,6 +146,14 @@ def ensure_root() -> Path:
         if building.exists():
             shutil.rmtree(building, ignore_errors=True)
     return root
+
+
+def _open_root(root: Path) -> None:
+    """Make the root traversable by everyone, as a real "/" is: mkdtemp made it 0700, and inside
+    the chroot Postfix's master, once it drops to the postfix user, could not reach its own
+    data_directory ("mail system startup failed", EACCES on master.lock)."""
+    if root.stat().st_mode & 0o777 != 0o755:
+        root.chmod(0o755)
 
 
 def versions(root: Path) -> dict[str, str]:

@@ -9,6 +9,7 @@ import json
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from support.lines import ME, line
 from support.site import DAY, Site
@@ -141,11 +142,11 @@ def test_one_destination_failing_in_an_unforeseen_way_stops_no_other(site: Site)
     sender.clock = lambda: AFTER_DAY
     deliver = sender._deliver
 
-    async def broken_https(row: state.ReportRow, destination: str) -> str:
+    async def broken_https(row: state.ReportRow, destination: str, *more: Any) -> str:
         # A fault no test server can provoke: the transport itself raising something odd.
         if destination.startswith("https:"):
             raise RuntimeError("boom")
-        return await deliver(row, destination)
+        return await deliver(row, destination, *more)
 
     sender._deliver = broken_https  # type: ignore[method-assign]
     conn = _state(site)

@@ -1,5 +1,5 @@
-"""The reporter's state database, version 4: the instance id in ``meta`` (store.instance) and
-each mail destination's Message-ID and Date, with the migration from version 3."""
+"""The reporter's state database: the instance id in ``meta`` (store.instance), each mail
+destination's Message-ID and Date (migrated from version 3), an index for the daily cap."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_version_3_is_migrated_and_mails_already_tried_keep_their_message_id_and
     )
     raw.close()
     conn = state.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
     rows = {d.destination: (d.message_id, d.date) for d in state.due_deliveries(conn, 0, True)}
     # What version 3 sent with stays, so that retry is byte-identical; the rest is set on the
     # first attempt (deliver.sender).
@@ -84,3 +84,38 @@ def test_version_3_is_migrated_and_mails_already_tried_keep_their_message_id_and
     }
     assert instance.instance_id(conn, lambda: "c3") == "c3"
     conn.close()
+
+
+def _plan(conn: sqlite3.Connection) -> str:
+    """How SQLite runs the daily cap's count (store.reports.sent_to_destination)."""
+    rows = conn.execute(
+        f"EXPLAIN QUERY PLAN {state.SENT_TO_DESTINATION}", ("2026-03-01", "mailto:t@a.example")
+    ).fetchall()
+    return " | ".join(str(row[-1]) for row in rows)
+
+
+def test_the_daily_cap_count_looks_destinations_up_by_index_also_after_migrating(
+    tmp_path: Path,
+) -> None:
+    """Counting one destination's deliveries runs for every rua of every report: a scan of the
+    whole table each time made resolving a 100k-report day quadratic (benchmarks/deliver.py)."""
+    fresh = state.connect(tmp_path / "fresh.sqlite")
+    assert "delivery_destination" in _plan(fresh)
+    fresh.close()
+    db = tmp_path / "old.sqlite"
+    state.connect(db).close()
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("DROP INDEX delivery_destination")
+    raw.execute("PRAGMA user_version = 5")
+    assert "delivery_destination" not in _plan(raw)
+    raw.close()
+    migrated = state.connect(db)
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    assert "delivery_destination" in _plan(migrated)
+    state.insert_day(migrated, "2026-03-01", 1000.0, [_report("a.example", "r1@example.net")])
+    migrated.execute(
+        "INSERT INTO delivery (report, destination, state, attempts, next_attempt)"
+        " VALUES (1, 'mailto:t@a.example', 'sent', 1, 0)"
+    )
+    assert state.sent_to_destination(migrated, "2026-03-01", "mailto:t@a.example") == 1
+    migrated.close()

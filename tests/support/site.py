@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rigs.dnsserver import DnsServer
@@ -85,6 +86,50 @@ nameservers = ["127.0.0.1"]
 port = {dns_port}
 timeout = {dns_timeout}
 """
+
+
+def one_day_site(
+    tmp: Path,
+    records: dict[str, str | None],
+    *,
+    relay_port: int,
+    dns_port: int,
+    dns_timeout: int = 2,
+    ca_file: Path | None = None,
+    reporter_extra: str = "",
+) -> Path:
+    """A collected :data:`DAY` with one session per domain of ``records`` (domain -> the record
+    the MTA saw; None: looked up in DNS at send time) and the configuration of a reporter that
+    sends it to loopback servers (:func:`loopback_delivery`, a fresh CA unless ``ca_file``);
+    ``reporter_extra`` goes into ``[reporter]``. Returns the configuration's path."""
+    agg = Aggregate()
+    for domain, record in records.items():
+        agg.add(DAY, 1_772_330_000.0, decode(session(domain, record)))
+    collector = tmp / "collectd.sqlite"
+    conn = store.connect(collector)
+    store.write(conn, store.build_batch(agg))
+    conn.close()
+    pem, dkim_record = dkim_key(tmp, SUBMITTER)
+    if ca_file is None:
+        ca_file = tmp / "ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(ca_file))
+    config = tmp / "config.toml"
+    config.write_text(
+        f'[collectd]\ndb = "{collector}"\nsocket = "{tmp}/collectd.sock"\n'
+        f'[reporter]\norganization_name = "Example"\ncontact_info = "tlsrpt@{SUBMITTER}"\n'
+        f'db = "{tmp / "reporter.sqlite"}"\ngrace = 0\nspread = 0\n{reporter_extra}'
+        + loopback_delivery(
+            submitter=SUBMITTER,
+            relay_port=relay_port,
+            key=pem,
+            record=dkim_record,
+            ca_file=ca_file,
+            https_timeout=5,
+            dns_port=dns_port,
+            dns_timeout=dns_timeout,
+        )
+    )
+    return config
 
 
 def session(domain: str, record: str | None, failed: bool = False) -> bytes:

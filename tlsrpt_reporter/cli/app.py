@@ -14,15 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tlsrpt_reporter import logs
-from tlsrpt_reporter.cli import check_record, commands
+from tlsrpt_reporter import __version__, logs
+from tlsrpt_reporter.cli import check_record, commands, inspect_keys, summary_cmd, suppressed_cmd
 from tlsrpt_reporter.config.load import DEFAULT_CONFIG_PATH, load_collectd
 from tlsrpt_reporter.config.schema import LOG_LEVELS
 from tlsrpt_reporter.demo import run as demo
 from tlsrpt_reporter.errors import ConfigError, InputError, TlsRptError
 from tlsrpt_reporter.ingest import logfile as ingest
 from tlsrpt_reporter.ingest import replay
-from tlsrpt_reporter.report import inspect as inspect_report
+from tlsrpt_reporter.report import inspect_files
 from tlsrpt_reporter.store import collected as store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -112,6 +112,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return commands.cmd_status(args.config, args.day, fmt=args.format)
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Which domains fail, how, and whether our reports were delivered."""
+    return summary_cmd.command(args.config, days=args.days, day=args.day, html=args.html,
+                               fmt=args.format, top=args.top)  # fmt: skip
+
+
+def cmd_unsuppress(args: argparse.Namespace) -> int:
+    """Send to a destination suppressed as dead again."""
+    return suppressed_cmd.command(args.config, args.destination, args.all)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What is missing or wrong for collecting and for sending."""
     return commands.cmd_check_config(args.config)
@@ -123,8 +134,9 @@ def cmd_check_record(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Validate and explain a TLS-RPT report file (.json, .json.gz or .eml)."""
-    return inspect_report.command(args.file)
+    """Validate and explain TLS-RPT report files (.json, .json.gz or .eml) and folders of them."""
+    keys = inspect_keys.key_lookup(args.config, args.dkim_key, args.offline)
+    return inspect_files.command(args.paths, keys, require_dkim=args.require_dkim)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -138,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tlsrpt-reporter", description="SMTP TLS Reporting (RFC 8460) for sending MTAs."
     )
     parser.add_argument("--config", help=f"TOML file (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Every command also takes --config after its name (docs/operating.md).
     common = argparse.ArgumentParser(add_help=False)
@@ -231,6 +244,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
+        "summary", parents=[common],
+        help="which domains fail, how, and were our reports delivered (tables, JSON, HTML page)",
+    )  # fmt: skip
+    p.add_argument("--days", type=_count(366), default=30, help="days summarised (default 30)")
+    p.add_argument("--day", type=_day, help="detail this UTC day; the window ends with it")
+    p.add_argument("--html", metavar="DIR", help="also write the page DIR/index.html")
+    p.add_argument("--format", choices=summary_cmd.FORMATS, default="text", help="default text")
+    p.add_argument(
+        "--top", type=_count(100_000), default=50,
+        help="domains, changes and destinations listed (default 50, most failures first)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser(
+        "unsuppress", parents=[common],
+        help="send again to a destination suppressed because every delivery to it failed",
+    )  # fmt: skip
+    p.add_argument(
+        "destination", metavar="DEST", nargs="?",
+        help="the destination as `status` lists it (mailto:addr or the https URI)",
+    )  # fmt: skip
+    p.add_argument("--all", action="store_true", help="every suppressed destination")
+    p.set_defaults(func=cmd_unsuppress)
+
+    p = sub.add_parser(
         "check-config", parents=[common], help="what is missing or wrong for collecting and sending"
     )
     p.set_defaults(func=cmd_check_config)
@@ -245,9 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "inspect", parents=[common],
-        help="validate and explain a report file: .json, .json.gz or .eml (0 valid, 1 not)",
+        help="validate and explain report files: .json, .json.gz or .eml (0 all valid, 1 not)",
     )  # fmt: skip
-    p.add_argument("file", metavar="FILE", help="the report, or a mail carrying one")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="a report, a mail carrying one, or a folder of them; one file is shown in full, "
+        "several one line each with a summary",
+    )  # fmt: skip
+    p.add_argument(
+        "--dkim-key", action="append", default=[], metavar="FILE",
+        help="check mail signatures against this key record (as published, or a zone-file "
+        "line) instead of DNS; repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--offline", action="store_true", help="no DNS: count DKIM signatures, do not check them"
+    )
+    p.add_argument(
+        "--require-dkim", action="store_true",
+        help="a mail is valid only with a verified DKIM signature (RFC 8460 §5.3)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
@@ -256,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true", help="remove the demo's directory at the end")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _count(most: int) -> Callable[[str], int]:
+    def check(value: str) -> int:
+        if not value.isdigit() or not 1 <= int(value) <= most:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to {most}")
+        return int(value)
+
+    return check
 
 
 def _positive_rate(value: str) -> float:

@@ -12,18 +12,18 @@ import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
+import errno
 import json
 import logging
 import random
-import signal
 import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter import exposition, logs
-from tlsrpt_reporter.cli import status_metrics
+from tlsrpt_reporter import logs, safefile
+from tlsrpt_reporter.cli import run_loop, status_metrics, status_view, summary_cmd, suppressed_cmd
 from tlsrpt_reporter.config import check as config_check
 from tlsrpt_reporter.config import identity
 from tlsrpt_reporter.config.load import load as load_config
@@ -39,11 +39,11 @@ from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import instance as instance_store
 from tlsrpt_reporter.store import report_status, set_aside
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.process_lock import ProcessLock
 
 log = logging.getLogger("tlsrpt-reporter")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_RUN_TICK = 60.0
 
 
 def load(path: str | None, db: str | None = None) -> ReporterConfig:
@@ -69,14 +69,23 @@ def _keys(cfg: ReporterConfig) -> list[dkim.LoadedKey]:
 
 
 def _write(path: Path, data: bytes | None) -> None:
-    """Write one file of ``build --out`` (``None``: create the directory itself); a path that
-    cannot be written is a failure on this host (exit 1), told in one line."""
+    """Write one new file of ``build --out`` (``None``: create the directory itself).
+
+    Nothing found there is overwritten or followed: ``--out /tmp/r`` names a place anyone could
+    have planted a link at first. A failure is one on this host (exit 1), told in one line."""
     try:
         if data is None:
-            path.mkdir(parents=True, exist_ok=True)
+            safefile.make_directory(path)
         else:
-            path.write_bytes(data)
+            safefile.create(path, data)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            link = path if data is None else path.parent
+            raise TlsRptError(f"build --out: {link} is a symbolic link: refusing to write "
+                              "through it; give the directory it points to") from None  # fmt: skip
+        if exc.errno == errno.EEXIST and data is not None:
+            raise TlsRptError(f"build --out: {path} already exists: refusing to overwrite or "
+                              "follow it; give a new or empty directory") from None  # fmt: skip
         raise TlsRptError(f"build --out: cannot write {path}: {os_fix(exc, path)}") from None
 
 
@@ -181,12 +190,15 @@ def _sender(cfg: ReporterConfig, dns: DnsSettings) -> Sender:
 
 async def _self_check(sender: Sender, cfg: ReporterConfig) -> None:
     """Sign a sample with each key and verify it against the published record (strict tlsrpt
-    mode); a key that does not match its record stops mail delivery."""
+    mode); a key that does not match its record stops mail delivery. The keys are judged as a
+    set (``dkim.settled``): the usual key beside an s=tlsrpt one is no cause for a warning."""
+    checks = []
     for key, conf in zip(sender.keys, cfg.mail.dkim, strict=True):
         record = conf.record or await sender.resolver.txt(
             f"{conf.selector}._domainkey.{conf.domain}"
         )
-        check = dkim.check_key(key, record)
+        checks.append(dkim.check_key(key, record))
+    for check, conf in zip(dkim.settled(checks), cfg.mail.dkim, strict=True):
         if check.level == "error":
             log.error("DKIM key %s._domainkey.%s: %s; mail delivery is stopped",
                       conf.selector, conf.domain, check.message)  # fmt: skip
@@ -205,7 +217,7 @@ def cmd_send(config_path: str | None, now: bool) -> int:
     """Build finished days, deliver what is due (everything pending with ``now``), exit."""
     logs.setup("tlsrpt-reporter", "info")
     cfg, sender = _reporter(config_path)
-    with state.ProcessLock(cfg.db):
+    with ProcessLock(cfg.db), logs.collapsed():  # one line, with a count, per fault
         conn = state.connect(cfg.db)
         try:
             schedule.build_due(cfg, conn, time.time(), random.Random())
@@ -218,11 +230,15 @@ def cmd_send(config_path: str | None, now: bool) -> int:
         f"resolved {summary.resolved} reports; attempted {summary.attempted} deliveries: "
         f"{summary.sent} sent, {summary.retrying} to retry, {summary.given_up} given up"
     )
+    print(status_view.next_report_line(cfg, time.time()))
     for problem in summary.problems:
         print(f"tlsrpt-reporter: error: {problem}", file=sys.stderr)
     if waiting:
         print(f"tlsrpt-reporter: error: {_set_aside_line(waiting)}", file=sys.stderr)
-    return EXIT_FAILURE if summary.problems or waiting else EXIT_OK
+    page_problem = summary_cmd.after_send(cfg)  # reporter.summary_html
+    if page_problem:
+        print(f"tlsrpt-reporter: error: {page_problem}", file=sys.stderr)
+    return EXIT_FAILURE if summary.problems or waiting or page_problem else EXIT_OK
 
 
 def _set_aside_line(waiting: list[set_aside.SetAside]) -> str:
@@ -238,7 +254,7 @@ def cmd_retry_failed(config_path: str | None, day: str | None) -> int:
     """Build again the reports set aside (of ``day``, or all with ``day`` None)."""
     logs.setup("tlsrpt-reporter", "info")
     cfg = load(config_path)
-    with state.ProcessLock(cfg.db):
+    with ProcessLock(cfg.db):
         conn = state.connect(cfg.db)
         try:
             built, failed = schedule.retry_set_aside(cfg, conn, time.time(), day=day)
@@ -255,39 +271,12 @@ def cmd_retry_failed(config_path: str | None, day: str | None) -> int:
 def cmd_run(config_path: str | None) -> int:
     """The long-running reporter: build after each UTC day, send on schedule, until SIGTERM."""
     cfg, sender = _reporter(config_path)
-    with state.ProcessLock(cfg.db):
+    with ProcessLock(cfg.db):
         conn = state.connect(cfg.db)
         try:
-            return asyncio.run(_run(cfg, sender, conn))
+            return asyncio.run(run_loop.run(cfg, sender, conn, _self_check))
         finally:
             conn.close()
-
-
-async def _run(cfg: ReporterConfig, sender: Sender, conn: sqlite3.Connection) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await _self_check(sender, cfg)
-    rng = random.Random()
-    log.info("reporter running on %s", cfg.db)
-    reported: list[str] = []
-    while not stop.is_set():
-        try:
-            schedule.build_due(cfg, conn, time.time(), rng)
-            summary = await sender.send_due(conn)
-            # Say each problem on our side once, not once a minute; again when it changes.
-            for problem in summary.problems:
-                if problem not in reported:
-                    log.error("%s", problem)
-            if summary.problems or summary.attempted:  # an idle pass proves nothing
-                reported = summary.problems
-        except (TlsRptError, sqlite3.Error) as exc:
-            log.error("reporter pass failed, trying again in %.0f s: %s", _RUN_TICK, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), _RUN_TICK)
-    log.info("reporter stopped")
-    return EXIT_OK
 
 
 def cmd_status(
@@ -296,14 +285,14 @@ def cmd_status(
     """Days, reports and deliveries from the state database; ``fmt`` is text, json or
     prometheus (``as_json`` is the older spelling of json)."""
     cfg = load_config(config_path).reporter
-    if not Path(cfg.db).exists():
-        raise TlsRptError(f"no reporter state at {cfg.db}: nothing was built yet")
-    conn = state.connect(cfg.db)
+    conn = status_view.open_state(cfg.db)  # before the first build: zeros, exit 0
     try:
         if fmt == "prometheus":
-            print(exposition.render(status_metrics.families(conn, time.time(), day)), end="")
+            print(status_metrics.text(cfg, conn, time.time(), day), end="")
             return EXIT_OK
         rows = status_rows(conn, day)
+        dead = suppressed_cmd.listed(conn)
+        after = status_view.status_lines(cfg, conn)
     finally:
         conn.close()
     if as_json or fmt == "json":
@@ -322,6 +311,10 @@ def cmd_status(
             print(f"    {err}")
         for entry in r["set_aside"]:
             print(f"    set aside, cannot be built: {entry['domain']}: {entry['reason']}")
+        for entry in r["suppressed"]:
+            print(f"    suppressed: {entry['destination']} ({entry['reports']} reports)")
+    for line in [*suppressed_cmd.status_lines(dead), *after]:
+        print(line)
     return EXIT_OK
 
 
@@ -350,6 +343,8 @@ def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any
                 "deliveries": deliveries,
                 "last_errors": errors,
                 "set_aside": aside,
+                # Deliveries held back from dead destinations (deliver.dead).
+                "suppressed": suppressed_cmd.day_entries(conn, d),
             }
         )
     return out

@@ -1,49 +1,45 @@
 """What ``check-config`` says about a configuration on this host, finding by finding.
 
-This module owns the verdicts of ``tlsrpt-reporter check-config`` (is the file valid; do the
-collector's directories exist and take writes; what is missing before anything may be sent;
-can each source be found; do the DKIM keys load and match their records, and does one sign as
-the submitter) and the ``[collectd]`` check of ``tlsrpt-collectd --check-config``. It returns
-findings and lets the commands print them and choose the exit code.
+This module owns the verdicts of ``tlsrpt-reporter check-config`` (all of the file: the
+collector's section as :mod:`.check_collect` sees it, sending as :mod:`.check_send` sees it,
+and the DKIM keys: do they load, do they match their records, in the file or in DNS) and of
+``tlsrpt-collectd --check-config`` (only what the collector uses: an MTA host of a fleet may
+run nothing else). It returns findings, one line each, and lets the commands print them and
+choose the exit code.
 
-It must not print, change anything, run a ``cmd:`` source or ask DNS: a key whose record is not
-in the file is checked when the reporter starts. Besides the shared core it imports
-``report.sources`` (source names) and, only when asked about sending, ``deliver.dkim``
-(loading and checking keys).
+It must not print, change anything or run a ``cmd:`` source. Besides the shared core it
+imports ``deliver`` (loading and checking keys, and the DKIM record lookups), only when asked
+about sending: the collector never pays for it.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from tlsrpt_reporter.config import identity
+from tlsrpt_reporter.config import check_collect, check_send
+from tlsrpt_reporter.config.findings import Finding, Level
 from tlsrpt_reporter.config.load import load, load_collectd, override_collectd
-from tlsrpt_reporter.config.schema import CollectdConfig, Config, ReporterConfig
-from tlsrpt_reporter.config.source_syntax import command_words, is_command
-from tlsrpt_reporter.errors import ConfigError, TlsRptError, os_fix
+from tlsrpt_reporter.config.schema import CollectdConfig, Config, DkimConfig, DnsSettings
+from tlsrpt_reporter.errors import ConfigError, TlsRptError
 
-Level = Literal["ok", "warning", "missing", "error"]
+if TYPE_CHECKING:
+    from tlsrpt_reporter.deliver import dkim
 
+__all__ = [
+    "Finding",
+    "Level",
+    "check_config",
+    "collectd_config",
+    "collectd_verdict",
+    "collecting",
+    "collector_check",
+    "sending",
+]
 
-@dataclass(frozen=True)
-class Finding:
-    """One line of check-config: ``missing`` and ``error`` are problems, the rest are not."""
-
-    level: Level
-    text: str
-
-    @property
-    def problem(self) -> bool:
-        """Whether this finding makes check-config fail."""
-        return self.level in ("error", "missing")
-
-    def __str__(self) -> str:
-        """The line check-config prints: the level in a column of eight, then the text."""
-        return f"{self.level:8} {self.text}"
+collecting = check_collect.collecting
 
 
 def check_config(path: str | None) -> list[Finding]:
@@ -59,110 +55,107 @@ def check_config(path: str | None) -> list[Finding]:
     return [read, *collecting(cfg.collectd), *sending(cfg, deferred)]
 
 
-def collecting(cd: CollectdConfig) -> list[Finding]:
-    """Whether the directories the collector writes into exist and take writes."""
-    places: tuple[tuple[str, Path], ...] = (
-        ("socket directory", Path(cd.socket).parent),
-        ("database directory", Path(cd.db).parent),
-    )
-    if cd.metrics_file:
-        places += (("metrics_file directory", Path(cd.metrics_file).parent),)
-    found: list[Finding] = []
-    for what, path in places:
-        try:
-            is_dir = path.is_dir()
-        except OSError as exc:  # a directory above it cannot be searched by this user
-            found.append(Finding("error", f"collecting: {what} {path}: {os_fix(exc, path)}"))
-            continue
-        if not is_dir:
-            found.append(Finding("error", f"collecting: {what} {path} does not exist: create it"))
-        elif not os.access(path, os.W_OK | os.X_OK):
-            text = (f"collecting: {what} {path} is not writable by this user (the collector's "
-                    "user must be able to write it)")  # fmt: skip
-            found.append(Finding("warning", text))
-        else:
-            found.append(Finding("ok", f"collecting: {what} {path} exists"))
-    return found
+def collector_check(path: str | None, **overrides: object) -> tuple[CollectdConfig, list[Finding]]:
+    """``tlsrpt-collectd --check-config``: the ``[collectd]`` section the collector would run
+    with (:func:`collectd_config`) and the findings about it; ConfigError when it cannot be
+    read."""
+    cd = collectd_config(path, **overrides)
+    return cd, check_collect.collecting(cd)
 
 
 def sending(cfg: Config, deferred: dict[str, ConfigError] | None = None) -> list[Finding]:
     """What stands between the reporter and sending: identity, sources, the [dns] and
-    [reporter.https] tables (their errors as :func:`load` deferred them), the DKIM keys and
-    whether one signs as the submitter."""
+    [reporter.https] tables (their errors as :func:`load` deferred them), the From address,
+    the redirect, the DKIM keys and whether one signs as the submitter."""
     rep = cfg.reporter
-    found = [
-        Finding("missing", f"sending: {item} is not set; reports are built but never sent")
-        for item in rep.missing_identity()
-    ]
-    found += [_source(source) for source in rep.sources]
+    found = check_send.missing(rep)
+    found += [check_send.source(source) for source in rep.sources]
     for name in ("dns", "reporter.https"):
         problem = (deferred or {}).get(name)
         if problem:
             found.append(Finding("error", str(problem)))
         else:
             found.append(Finding("ok", f"[{name}] settings"))
-    return found + _dkim(rep) + _signers(rep)
+    found += check_send.mail_identity(rep)
+    dns = None if "dns" in (deferred or {}) else cfg.dns
+    return found + _dkim(rep.mail.dkim, rep.mail.from_addr, dns) + check_send.signers(rep)
 
 
-def _signers(rep: ReporterConfig) -> list[Finding]:
-    """RFC 8460 §5.3: a key signs as the submitter (``send`` and ``run`` refuse otherwise)."""
-    try:
-        signing = identity.signers(rep)
-    except ConfigError as exc:  # a contact_info built in code, not read from the file
-        return [Finding("error", str(exc))]
-    if signing is None:
-        return []  # no contact_info or no key: already reported as missing
-    if signing.problem:
-        return [Finding("error", f"DKIM: {signing.problem}")]
-    keys = ", ".join(f"d={k.domain} s={k.selector}" for k in signing.aligned)
-    ok = Finding("ok", f"DKIM: {keys} signs as the submitter {signing.submitter}")
-    return [ok, *(Finding("warning", f"DKIM: {line}") for line in signing.warnings())]
-
-
-def _source(source: str) -> Finding:
-    if is_command(source):
-        program = command_words(source, "2000-01-01")[0]
-        if shutil.which(program):
-            return Finding("ok", f"source {source}: {program} found (not run now)")
-        return Finding("error", f"source {source}: cannot find {program}: install it or use a "
-                       "full path")  # fmt: skip
-    try:
-        exists = Path(source).exists()
-    except OSError as exc:
-        return Finding("error", f"source {source}: {os_fix(exc, source)}")
-    if exists:
-        return Finding("ok", f"source {source}")
-    return Finding("warning", f"source {source} does not exist yet (the collector creates it)")
-
-
-def _dkim(rep: ReporterConfig) -> list[Finding]:
+def _dkim(keys: Sequence[DkimConfig], from_addr: str, dns: DnsSettings | None) -> list[Finding]:
+    """One line per key: unreadable, or checked against its record (the file's ``record``, else
+    DNS through ``dns``; None: [dns] is invalid, no lookup); then what the set lacks."""
+    if not keys:
+        return []
     # Imported here: tlsrpt-collectd imports this module for its [collectd] check, and the DKIM
-    # stack (dkimpy, PyNaCl) would add ~10 MB and a sixth of a second to every collector start.
+    # stack (dkimpy, PyNaCl, dnspython) would add ~10 MB and a sixth of a second to every
+    # collector start.
     from tlsrpt_reporter.deliver import dkim  # noqa: PLC0415
 
-    try:
-        keys = [
-            dkim.load_key(dkim.DkimKey(k.domain, k.selector, Path(k.key), k.record))
-            for k in rep.mail.dkim
-        ]
-    except TlsRptError as exc:
-        return [Finding("error", f"DKIM: {exc}")]
     found: list[Finding] = []
-    checks = []
-    for key, conf in zip(keys, rep.mail.dkim, strict=True):
+    loaded: list[tuple[DkimConfig, dkim.LoadedKey]] = []
+    for conf in keys:
+        try:
+            loaded.append((conf, dkim.load_key(_key(conf))))
+        except TlsRptError as exc:
+            found.append(Finding("error", f"DKIM: {exc}"))
+    records = _records([conf for conf, _ in loaded], dns)
+    checks: list[dkim.KeyCheck] = []
+    for conf, key in loaded:
         name = f"{conf.selector}._domainkey.{conf.domain}"
-        if not conf.record:
-            found.append(Finding("ok", f"DKIM key {name} loads; its DNS record is checked when "
-                                 "the reporter starts"))  # fmt: skip
+        record = records[name]
+        if isinstance(record, Finding):
+            found.append(record)
             continue
-        check = dkim.check_key(key, conf.record)
-        checks.append(check)
-        found.append(Finding(check.level, f"DKIM {name}: {check.message}"))
-    if checks and rep.mail.from_addr:
+        checks.append(dkim.check_key(key, record))
+    for check in dkim.settled(checks):
+        found.append(Finding(check.level, f"DKIM {dkim.record_name(check.key)}: {check.message}"))
+    # What the set lacks, judged only when every key could be checked: a key left out would
+    # make a false alarm.
+    if len(checks) == len(keys) and from_addr:
         found += [
             Finding("warning", f"DKIM: {problem}")
-            for problem in dkim.coverage_problems(checks, rep.mail.from_addr)
+            for problem in dkim.coverage_problems(checks, from_addr)
         ]
+    return found
+
+
+def _key(conf: DkimConfig) -> dkim.DkimKey:
+    from tlsrpt_reporter.deliver import dkim  # noqa: PLC0415
+
+    return dkim.DkimKey(conf.domain, conf.selector, Path(conf.key), conf.record)
+
+
+def _records(keys: Sequence[DkimConfig], dns: DnsSettings | None) -> dict[str, str | Finding]:
+    """The record text of each key by its name: the file's ``record``, else what DNS answers
+    ("" for none), else a finding saying why it could not be looked up."""
+    from tlsrpt_reporter.deliver.resolver import Resolver  # noqa: PLC0415
+
+    found: dict[str, str | Finding] = {}
+    asked: list[str] = []
+    for conf in keys:
+        name = f"{conf.selector}._domainkey.{conf.domain}"
+        if conf.record:
+            found[name] = conf.record
+        elif dns is None:
+            found[name] = Finding("note", f"DKIM {name}: the key loads; its DNS record is not "
+                                  "looked up while [dns] is invalid")  # fmt: skip
+        else:
+            asked.append(name)
+
+    async def lookups(settings: DnsSettings) -> list[str | BaseException]:
+        resolver = Resolver(settings)
+        return await asyncio.gather(*(resolver.txt(n) for n in asked), return_exceptions=True)
+
+    if asked and dns is not None:
+        for name, answer in zip(asked, asyncio.run(lookups(dns)), strict=True):
+            if isinstance(answer, TlsRptError):
+                found[name] = Finding("warning", f"DKIM {name}: cannot look up its record "
+                                      f"({answer}); it is checked again when the reporter "
+                                      "starts")  # fmt: skip
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                found[name] = answer
     return found
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from tlsrpt_reporter.config import identity
+from tlsrpt_reporter.config import identity, sending_values
 from tlsrpt_reporter.config import numbers as n
 from tlsrpt_reporter.config import values as v
 from tlsrpt_reporter.config.schema import (
@@ -178,6 +178,12 @@ def _collectd(table: Table, where: str, base: CollectdConfig) -> CollectdConfig:
         max_backlog_bytes=f.get(
             "max_backlog_bytes", v.integer(1024 * 1024, 16 * 1024**3), b.max_backlog_bytes
         ),
+        max_held_bytes=f.get(
+            "max_held_bytes", v.integer(8 * 1024 * 1024, 16 * 1024**3), b.max_held_bytes
+        ),
+        max_failure_details=f.get(
+            "max_failure_details", v.integer(1, 1_000_000), b.max_failure_details
+        ),
         log_level=f.get("log_level", v.log_level, b.log_level),
         metrics_file=f.get("metrics_file", v.metrics_file, b.metrics_file),
     )
@@ -212,9 +218,18 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
         max_reports_per_destination=f.get(
             "max_reports_per_destination", n.count, d.max_reports_per_destination
         ),
+        max_destinations_per_host=f.get(
+            "max_destinations_per_host", n.count, d.max_destinations_per_host
+        ),
+        delivery_lanes=f.get("delivery_lanes", v.integer(1, 256), d.delivery_lanes),
+        attempt_deadline=f.get("attempt_deadline", n.seconds(positive=True), d.attempt_deadline),
+        dead_after_days=f.get("dead_after_days", v.integer(0, 366), d.dead_after_days),
+        suppress_for=f.get("suppress_for", n.seconds(positive=True), d.suppress_for),
         mx_host_reports=f.get("mx_host_reports", v.boolean, d.mx_host_reports),
         instance_id=f.get("instance_id", v.instance_id, d.instance_id),
         sending_mta_ip=f.get("sending_mta_ip", v.sending_mta_ip, d.sending_mta_ip),
+        summary_html=f.get("summary_html", v.directory, d.summary_html),
+        redirect=f.get("redirect", sending_values.redirect, d.redirect),
         mail=mail,
     )
     return cfg, https
@@ -244,7 +259,26 @@ def _mail(table: object) -> MailConfig:
         helo_name=f.get("helo_name", v.string, d.helo_name),
         allow_private=f.get("allow_private", v.networks, d.allow_private),
         dkim=tuple(_dkim(index, entry) for index, entry in enumerate(keys)),
+        sign_by=_signer(f.get("sign_by", sending_values.sign_by, d.sign_by), table, keys),
     )
+
+
+def _signer(sign_by: str, table: Table, keys: list[object]) -> str:
+    """``sign_by``, refused when it contradicts the other keys of ``[reporter.mail]``."""
+    if sign_by != "relay":
+        return sign_by
+    if keys:
+        raise ConfigError(
+            'reporter.mail.sign_by = "relay" signs with no key of ours, but '
+            f"{len(keys)} [[reporter.mail.dkim]] tables are set: remove them, or set "
+            'sign_by = "reporter"'
+        )
+    if table.get("relay") == "direct":
+        raise ConfigError(
+            'reporter.mail.sign_by = "relay" needs a relay that signs, but reporter.mail.relay '
+            'is "direct": name the signing relay as "host:port", or set sign_by = "reporter"'
+        )
+    return sign_by
 
 
 def _dkim(index: int, table: object) -> DkimConfig:

@@ -20,6 +20,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RECORD_SOURCES = ("datagram", "dns")
+SIGNERS = ("reporter", "relay")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,12 @@ class CollectdConfig:
     max_datagram_size: int = 262_144
     # Memory bounds while the database cannot be written, and while the decoder lags behind.
     max_pending_keys: int = 2_000_000
-    max_backlog_bytes: int = 256 * 1024 * 1024
+    max_backlog_bytes: int = 64 * 1024 * 1024
+    # Estimated bytes of counts held between writes (an early write at half of it), and the
+    # distinct failure details held per policy between writes (reporter.max_failure_details
+    # decides how many of them a report carries).
+    max_held_bytes: int = 64 * 1024 * 1024
+    max_failure_details: int = 1000
     log_level: str = "info"
     # Counters in Prometheus text format for node-exporter's textfile collector; "" = off.
     metrics_file: str = ""
@@ -73,6 +79,9 @@ class MailConfig:
     helo_name: str = ""
     allow_private: tuple[IPNetwork, ...] = ()
     dkim: tuple[DkimConfig, ...] = ()
+    # Who DKIM-signs the report mail: "reporter" (the [[reporter.mail.dkim]] keys) or "relay"
+    # (no key of ours: the relay's signer signs, for sites that sign all mail in the MTA).
+    sign_by: str = "reporter"
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,18 @@ class ReporterConfig:
     record_source: str = "datagram"
     never_report: tuple[str, ...] = ()
     max_reports_per_destination: int = 1000
+    # A record may list many rua on one host (RFC 8460 §7): each report goes to at most this
+    # many of them; the others are recorded as skipped.
+    max_destinations_per_host: int = 2
+    # Deliveries to different hosts run side by side in this many lanes (one host's one after
+    # another), so a slow host holds up one lane, not the whole pass.
+    delivery_lanes: int = 4
+    # Seconds one delivery attempt may take in all (lookups, connect, TLS, transfer, answer).
+    attempt_deadline: float = 300.0
+    # A destination to which every delivery failed at its side on this many days in a row (days
+    # with attempts) gets no report for suppress_for seconds (deliver.dead); 0 = never.
+    dead_after_days: int = 7
+    suppress_for: float = 30 * 86400.0
     # RFC 8460 §1.1: also report DANE policies to the MX host they name, when it has a record.
     mx_host_reports: bool = True
     # RFC 8460 §4.4: part of every Report-ID, so that two reporter instances never send the same
@@ -115,6 +136,11 @@ class ReporterConfig:
     # What receivers see of our own sending-mta-ip: "as-seen", "omit-private" (a non-global
     # address is left out) or a global IP address that replaces every non-global one.
     sending_mta_ip: str = "as-seen"
+    # A directory: after each send the summary page (index.html) is written there; "" = off.
+    summary_html: str = ""
+    # The first week: "mailto:ADDR" or "dir:PATH" gets every report instead of the published
+    # rua (deliver.redirect); "" = off.
+    redirect: str = ""
     mail: MailConfig = field(default_factory=MailConfig)
     https: HttpsSettings = field(default_factory=HttpsSettings)
 
@@ -127,8 +153,8 @@ class ReporterConfig:
             missing.append("reporter.contact_info")
         if not self.mail.from_addr:
             missing.append("reporter.mail.from")
-        if not self.mail.dkim:
-            missing.append("[[reporter.mail.dkim]] (at least one key)")
+        if not self.mail.dkim and self.mail.sign_by != "relay":
+            missing.append('[[reporter.mail.dkim]] (at least one key, or sign_by = "relay")')
         return missing
 
 

@@ -107,6 +107,13 @@ def metrics_file(name: str, value: object) -> str:
     return value
 
 
+def directory(name: str, value: object) -> str:
+    """The path of a directory to write into, or "" for none."""
+    if not isinstance(value, str) or "\0" in value:
+        raise ConfigError(f'{name} must be a directory path (string; "" for none), got {value!r}')
+    return value
+
+
 def socket_group(name: str, value: object) -> str:
     """A group name or a numeric gid, kept as a string (the collector looks a name up and takes
     digits as the gid itself)."""

@@ -1,7 +1,8 @@
 """DKIM for report mail: loading keys, signing (RFC 8460 §5.3), self-checks against records.
 
-Signing and checking are pure functions over bytes, done by dkimpy; the only I/O here is
-:func:`load_key` reading the private key file once. Nothing in this module queries DNS: the
+Signing (:mod:`.dkim_sign`, re-exported here) and checking are pure functions over bytes, done
+by dkimpy, with OpenSSL for the RSA operation of signing; the only I/O is :func:`load_key`
+reading the private key file once. Nothing in this module queries DNS: the
 caller passes the record text (from the configuration's ``record`` or from its own lookup) and
 dkimpy gets it through its ``dnsfunc`` hook.
 
@@ -15,15 +16,15 @@ domain's usual key; :func:`coverage_problems` says when a configuration lacks ei
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import dkim
-import dkim.crypto
 import dkim.util
 
 from tlsrpt_reporter.deliver import mail
@@ -37,6 +38,7 @@ from tlsrpt_reporter.deliver.dkim_keys import (
     record_name,
     zone_entry,
 )
+from tlsrpt_reporter.deliver.dkim_sign import SIGNED_HEADERS, sign
 
 __all__ = [
     "SIGNED_HEADERS",
@@ -49,29 +51,12 @@ __all__ = [
     "load_key",
     "record_for",
     "record_name",
+    "settled",
     "sign",
     "zone_entry",
 ]
 
 Level = Literal["ok", "warning", "error"]
-
-#: Header fields every signature covers. RFC 8460 §5.3 names the TLS-Report-* fields; the rest
-#: are what makes the report's identity and structure tamper-evident.
-SIGNED_HEADERS: tuple[str, ...] = (
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "MIME-Version",
-    "Content-Type",
-    "TLS-Report-Domain",
-    "TLS-Report-Submitter",
-    "Auto-Submitted",
-    "TLS-Required",
-)
-# Signed although absent: adding a Cc or Reply-To in transit then breaks the signature.
-_ABSENT_SIGNED = ("Cc", "Reply-To")
 
 
 @dataclass(frozen=True)
@@ -82,60 +67,6 @@ class KeyCheck:
     level: Level
     message: str
     services: tuple[str, ...] = ()  # the record's s= values; ("*",) when s= is absent
-
-
-def sign(message: bytes, keys: Sequence[LoadedKey], *, timestamp: int | None = None) -> bytes:
-    """Return ``message`` with one DKIM-Signature per key prepended, in the order given.
-
-    relaxed/relaxed canonicalisation; rsa-sha256 or ed25519-sha256; never an ``l=`` tag
-    (RFC 8460 §5.3); the header list is :data:`SIGNED_HEADERS`, each listed once more than it
-    occurs so that a second copy added in transit breaks the signature (RFC 6376 §8.15).
-    ``timestamp`` is the signature's ``t=`` (default: now); both signature algorithms are
-    deterministic, so the same message and ``timestamp`` give the same bytes on every retry.
-    """
-    if not keys:
-        raise DkimError(
-            "no DKIM key to sign with: RFC 8460 §5.3 requires report mail to be DKIM-signed; "
-            "configure at least one [[reporter.mail.dkim]] table"
-        )
-    include = [*SIGNED_HEADERS, *SIGNED_HEADERS, *_ABSENT_SIGNED]
-    signatures: list[bytes] = []
-    for loaded in keys:
-        try:
-            # tlsrpt=True makes dkimpy drop l= whatever else is asked (RFC 8460 §5.3); it adds
-            # no tag to the signature: the s=tlsrpt marking lives in the DNS record.
-            signer = _Signer(
-                message, signature_algorithm=loaded.algorithm.encode("ascii"), tlsrpt=True
-            )
-            signer.timestamp = timestamp
-            signature: bytes = signer.sign(
-                loaded.key.selector.encode("ascii"),
-                loaded.key.domain.encode("ascii"),
-                loaded.private_key,
-                canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=[h.encode("ascii") for h in include],
-                length=False,
-            )
-        except dkim.DKIMException as exc:
-            raise DkimError(
-                f"signing with DKIM key {loaded.key.key_path} ({record_name(loaded.key)}) "
-                f"failed: {exc}"
-            ) from exc
-        signatures.append(signature)
-    return b"".join(signatures) + message
-
-
-class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy has no type information
-    """dkimpy's signer, with the ``t=`` tag set from :attr:`timestamp` when given (dkimpy
-    always writes the current time)."""
-
-    timestamp: int | None = None
-
-    def gen_header(self, fields: list[tuple[bytes, bytes]], *args: object, **kw: object) -> Any:
-        """Set ``t=`` in the fields about to be signed, then sign as dkimpy does."""
-        if self.timestamp is not None:
-            fields[:] = [(k, str(self.timestamp).encode() if k == b"t" else v) for k, v in fields]
-        return super().gen_header(fields, *args, **kw)
 
 
 def check_key(key: LoadedKey, record_text: str) -> KeyCheck:
@@ -184,6 +115,26 @@ def check_key(key: LoadedKey, record_text: str) -> KeyCheck:
     if services == ("tlsrpt",):
         return KeyCheck(key.key, "ok", "the key matches and the record has s=tlsrpt", services)
     return KeyCheck(key.key, "warning", _warning(services), services)
+
+
+def settled(checks: Sequence[KeyCheck]) -> list[KeyCheck]:
+    """``checks`` judged as a set: a matching key whose record lacks s=tlsrpt is the domain's
+    usual key, and when another key of the set matches an exactly-s=tlsrpt record that is the
+    configuration asked for (the module docstring), not something to warn about."""
+    if not any(c.level == "ok" and c.services == ("tlsrpt",) for c in checks):
+        return list(checks)
+    report_keys = ", ".join(record_name(c.key) for c in checks if c.services == ("tlsrpt",))
+    return [
+        dataclasses.replace(
+            c,
+            level="ok",
+            message=f"the key matches; its record (s={':'.join(c.services)}) is an ordinary "
+            f"email key: the DMARC-aligned signature beside the s=tlsrpt one of {report_keys}",
+        )
+        if c.level == "warning" and "tlsrpt" not in c.services
+        else c
+        for c in checks
+    ]
 
 
 def coverage_problems(checks: Sequence[KeyCheck], from_addr: str) -> list[str]:

@@ -1,14 +1,15 @@
 """DKIM keys for report mail: reading the private key file once, and the public record
 (RFC 6376 §3.6.1) that belongs to it.
 
-The only I/O is :func:`load_key` reading one key file, bounded in size. Signing and the checks
-against published records are :mod:`.dkim`'s.
+The only I/O is :func:`load_key` reading one key file, bounded in size. Signing is
+:mod:`.dkim_sign`'s, the checks against published records are :mod:`.dkim`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,9 @@ import dkim.crypto
 import dkim.util
 import nacl.exceptions
 import nacl.signing
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
@@ -168,7 +172,28 @@ def _load_pem(key: DkimKey, data: bytes) -> LoadedKey:
             f"DKIM key file {key.key_path} holds a {bits}-bit RSA key; RFC 8301 §3.2 requires at "
             "least 1024 bits (2048 recommended)"
         )
+    try:
+        openssl_rsa_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise DkimError(
+            f"DKIM key file {key.key_path} holds an RSA key OpenSSL rejects: {exc}; "
+            "create a new key with `openssl genrsa 2048`"
+        ) from None
     return LoadedKey(key, "rsa-sha256", bits, _rsa_spki_base64(modulus, exponent), pem)
+
+
+@functools.lru_cache(maxsize=16)
+def openssl_rsa_key(pem: bytes) -> rsa.RSAPrivateKey:
+    """The RSA key of ``pem`` (as :func:`load_key` returns it) as an OpenSSL key object.
+
+    Parsed once per process: OpenSSL checks the key's consistency on loading (tens of
+    milliseconds for RSA-2048), which signing a mail must not pay each time. Raises
+    ``ValueError`` when OpenSSL rejects the key; :func:`load_key` has already said so then.
+    """
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"not an RSA private key but {type(key).__name__}")
+    return key
 
 
 def _ed25519(key: DkimKey, seed: bytes) -> LoadedKey:

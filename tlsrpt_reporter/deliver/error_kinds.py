@@ -16,7 +16,7 @@ import ssl
 
 import httpx
 
-from tlsrpt_reporter.deliver import dkim, https, mail, smtp
+from tlsrpt_reporter.deliver import attempt, dkim, https, mail, smtp
 from tlsrpt_reporter.deliver.resolver import DnsError
 
 KINDS = (
@@ -42,6 +42,8 @@ _TLS_WORDS = re.compile(r"\bTLS\b|STARTTLS|[Cc]ertificate|SSL")
 
 def of_exception(exc: BaseException) -> str:
     """The kind of a failed attempt's exception (one of :data:`KINDS`)."""
+    if isinstance(exc, attempt.AttemptDeadline):
+        return "timeout"
     if isinstance(exc, https.InvalidReportUrl | https.ForbiddenAddress):
         return "refused"
     if isinstance(exc, mail.MailCompositionError | dkim.DkimError):
@@ -104,7 +106,7 @@ def of_text(text: str) -> str:
             if reply:
                 return f"smtp-{reply.group(1)}xx"
     # Checked before TLS: "timed out ... connecting (TCP or TLS handshake)" is a timeout.
-    if "timed out" in lowered or "no complete answer" in lowered:
+    if "timed out" in lowered or "no complete answer" in lowered or "no final answer" in lowered:
         return "timeout"
     # Case-sensitive: host names and URLs in the text are lower case.
     if _TLS_WORDS.search(text):

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import certifi
 import httpx
 
 from tlsrpt_reporter import __version__
 from tlsrpt_reporter.config.schema import HttpsSettings
 from tlsrpt_reporter.deliver import addresses
 from tlsrpt_reporter.deliver.addresses import IPAddress
+from tlsrpt_reporter.deliver.https_client import client_for
 from tlsrpt_reporter.errors import DeliveryError, TlsRptError
 
 Resolve = Callable[[str], Awaitable[list[IPAddress]]]
+#: Called with "HTTP <status> <reason> from <url> at <address>" when a 2xx status line arrives.
+OnAccepted = Callable[[str], None]
 
 # RFC 8460 §5.4: the gzip-compressed report is the POST body, with this media type.
 CONTENT_TYPE = "application/tlsrpt+gzip"
@@ -183,7 +184,12 @@ async def checked_addresses(
 
 
 async def post_report(
-    url: str, body: bytes, settings: HttpsSettings, resolve: Resolve
+    url: str,
+    body: bytes,
+    settings: HttpsSettings,
+    resolve: Resolve,
+    *,
+    on_accepted: OnAccepted | None = None,
 ) -> PostResult:
     """POST the gzip report ``body`` to the https rua ``url`` (RFC 8460 §5.4).
 
@@ -191,14 +197,16 @@ async def post_report(
     OSError it raises becomes a retryable HttpsDeliveryError). Addresses that pass the check are
     tried in order until one accepts a connection. Returns the 2xx answer; raises
     HttpsDeliveryError for anything else: InvalidReportUrl and ForbiddenAddress are permanent,
-    the rest retryable.
+    the rest retryable. ``on_accepted`` is called as soon as a 2xx status line arrives, before
+    the answer's body is read: what goes wrong after that (a body cut off) still raises, though
+    the receiver has the report.
     """
     target = parse_report_url(url)
     addresses = await checked_addresses(target, settings, resolve)
     total = settings.timeout * TOTAL_TIMEOUT_FACTOR
     try:
         async with asyncio.timeout(total):
-            return await _post_first_reachable(target, addresses, body, settings)
+            return await _post_first_reachable(target, addresses, body, settings, on_accepted)
     except TimeoutError:
         raise HttpsDeliveryError(
             f"POST {url}: no complete answer within {total:g}s (reporter.https.timeout x "
@@ -213,12 +221,16 @@ class _ConnectFailed(HttpsDeliveryError):
 
 
 async def _post_first_reachable(
-    target: ReportUrl, addresses: list[IPAddress], body: bytes, settings: HttpsSettings
+    target: ReportUrl,
+    addresses: list[IPAddress],
+    body: bytes,
+    settings: HttpsSettings,
+    on_accepted: OnAccepted | None,
 ) -> PostResult:
     failures: list[_ConnectFailed] = []
     for ip in addresses:
         try:
-            return await _post_to(target, ip, body, settings)
+            return await _post_to(target, ip, body, settings, on_accepted)
         except _ConnectFailed as exc:
             failures.append(exc)
     if len(failures) == 1:
@@ -247,43 +259,12 @@ def split_addresses(
     return allowed, refusals
 
 
-def ssl_context(settings: HttpsSettings, verify: bool | None = None) -> ssl.SSLContext:
-    """The TLS client context for report endpoints; ``verify`` overrides
-    ``settings.verify_certificates`` (check-record probes both ways)."""
-    if not (settings.verify_certificates if verify is None else verify):
-        # RFC 8460 §5.4: a sender MAY ignore certificate errors; here only by operator choice.
-        # SNI is still sent, so virtual hosts pick the right site.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if settings.ca_file:
-        return ssl.create_default_context(cafile=settings.ca_file)
-    context = ssl.create_default_context()
-    if not context.cert_store_stats()["x509_ca"]:
-        # Some Python builds find no system store; certifi's bundle beats failing every POST.
-        # (A capath-only store also counts 0 here; adding certifi to it loses nothing.)
-        context.load_verify_locations(cafile=certifi.where())
-    return context
-
-
-def _client(settings: HttpsSettings) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context(settings), trust_env=False, retries=0)
-    # No proxy, netrc credentials or CA bundle from the environment: a proxy would connect to
-    # the name itself, undoing the address check. The explicit transport already keeps httpx
-    # from mounting *_PROXY variables; trust_env=False says so and covers netrc.
-    # No redirects: a 3xx is a failure like any non-2xx (RFC 8460 §5.4), and following one
-    # would reach an address nobody checked.
-    return httpx.AsyncClient(
-        transport=transport,
-        trust_env=False,
-        follow_redirects=False,
-        timeout=httpx.Timeout(settings.timeout),
-    )
-
-
 async def _post_to(
-    target: ReportUrl, ip: IPAddress, body: bytes, settings: HttpsSettings
+    target: ReportUrl,
+    ip: IPAddress,
+    body: bytes,
+    settings: HttpsSettings,
+    on_accepted: OnAccepted | None = None,
 ) -> PostResult:
     address = str(ip)
     where = f"POST {target.url} (to {address})"
@@ -304,11 +285,18 @@ async def _post_to(
     # The certificate is checked against the SNI name; an IP-literal rua sends no SNI and is
     # checked against the address, as ssl does for an IP server_hostname.
     extensions = {} if target.ip_literal is not None else {"sni_hostname": target.host}
-    async with _client(settings) as client:
+    async with client_for(settings) as client:
         try:
             async with client.stream(
                 "POST", request_url, content=body, headers=headers, extensions=extensions
             ) as response:
+                # RFC 8460 §5.4: the 2xx status is the receiver's final answer; recorded before
+                # the body is read, so a crash or a trickled body cannot cause a resend.
+                if on_accepted is not None and 200 <= response.status_code < 300:
+                    reason = _printable(response.reason_phrase)
+                    on_accepted(
+                        f"HTTP {response.status_code} {reason} from {target.url} at {address}"
+                    )
                 data, truncated = await _read_capped(response, settings.max_response_bytes)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _ConnectFailed(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from tlsrpt_reporter import __version__
 from tlsrpt_reporter.config.schema import HttpsSettings
 from tlsrpt_reporter.deliver.addresses import IPAddress
-from tlsrpt_reporter.deliver.https import ReportUrl, ssl_context
+from tlsrpt_reporter.deliver.https import ReportUrl
+from tlsrpt_reporter.deliver.https_client import ssl_context
 
 # Enough for any status line; a longer first line is not HTTP.
 _MAX_STATUS_LINE = 8192

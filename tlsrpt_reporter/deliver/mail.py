@@ -16,6 +16,7 @@ import base64
 import hashlib
 import quopri
 import re
+import urllib.parse
 from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime
@@ -30,6 +31,7 @@ __all__ = [
     "check_domain",
     "check_msg_id",
     "compose",
+    "redirected_subject",
     "subject",
 ]
 
@@ -46,6 +48,10 @@ _MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
 _MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3 path limit minus the angle brackets
 _MAX_ID = 250
 _MAX_LINE = 998  # RFC 5322 §2.1.1: a line MUST NOT exceed 998 characters
+_FOLD_AT = 78  # RFC 5322 §2.1.1: a line SHOULD NOT exceed 78 characters
+# A redirected mail's Subject names at most this many destinations, each cut to this length.
+_MAX_ORIGINS = 10
+_MAX_ORIGIN = 200
 _CRLF = b"\r\n"
 
 
@@ -136,12 +142,15 @@ def compose(
     summary_text: str,
     date: datetime,
     message_id: str,
+    redirected_from: Sequence[str] = (),
 ) -> bytes:
     """Return the report mail as RFC 5322 bytes with CRLF line ends, ready to DKIM-sign.
 
     ``report_id`` and ``message_id`` are msg-ids without angle brackets; ``date`` must carry a
-    time zone; ``summary_text`` is the human-readable part, sent as UTF-8. Raises
-    :class:`MailCompositionError` naming the offending value when any value is unusable.
+    time zone; ``summary_text`` is the human-readable part, sent as UTF-8. ``redirected_from``
+    (``reporter.redirect``): the destinations the report would have gone to, named in front of
+    the Subject (:func:`redirected_subject`). Raises :class:`MailCompositionError` naming the
+    offending value when any value is unusable.
     """
     check_domain(report_domain, "report domain")
     check_domain(submitter, "submitter")
@@ -167,11 +176,13 @@ def compose(
     digest = hashlib.sha256(report_id.encode() + b"\0" + gzip_body).hexdigest()
     boundary = f"=_tlsrpt_{digest[:32]}"
 
+    plain_subject = subject(report_domain, submitter, report_id)
     headers: list[tuple[str, str | tuple[str, ...]]] = [
         ("From", from_addr),
         ("To", ", ".join(to_addrs)),
-        # RFC 8460 §5.3: exactly this grammar; never folded, so naive parsers see one line.
-        ("Subject", subject(report_domain, submitter, report_id)),
+        # RFC 8460 §5.3: exactly this grammar, never folded inside, so naive parsers see it on
+        # one line (a redirected mail's prefix comes on lines before it).
+        ("Subject", redirected_subject(redirected_from, plain_subject)),
         ("Date", format_datetime(date)),
         ("Message-ID", f"<{message_id}>"),
         ("MIME-Version", "1.0"),
@@ -185,7 +196,8 @@ def compose(
         # (RFC 8460 §5.3 "MUST deliver reports despite any TLS-related failures").
         ("TLS-Required", "No"),
     ]
-    out = [_header_line(name, value) for name, value in headers]
+    # The Subject folds at a space, which unfolding keeps (RFC 5322 §2.2.3): it reads as typed.
+    out = [_header_line(name, value, " " if name == "Subject" else "\t") for name, value in headers]
     out.append(b"")
     out.append(b"This is a multipart message in MIME format (an SMTP TLS report, RFC 8460).")
     out.append(b"")
@@ -208,8 +220,42 @@ def compose(
     return _CRLF.join(out) + _CRLF
 
 
-def _header_line(name: str, value: str | tuple[str, ...]) -> bytes:
-    """One header field; a tuple value is written folded, one element per line."""
+def redirected_subject(origins: Sequence[str], plain: str) -> str | tuple[str, ...]:
+    """The Subject of a redirected report: ``[redirected from URI, URI] `` and then ``plain``
+    (RFC 8460 §5.3's Subject, on a line of its own so that its grammar stays whole), folded at
+    the spaces into lines of at most 78 characters where the URIs allow (RFC 5322 §2.1.1).
+
+    The URIs come from DNS: control characters are dropped, other bytes outside printable
+    ASCII percent-encoded, each is cut to 200 characters and at most 10 are named, so no
+    record can end the header early or make it overlong (header injection). ``plain`` alone
+    when ``origins`` is empty.
+    """
+    if not origins:
+        return plain
+    shown = [_printable(uri) for uri in origins[:_MAX_ORIGINS]]
+    if len(origins) > _MAX_ORIGINS:
+        shown.append(f"(and {len(origins) - _MAX_ORIGINS} more)")
+    words = ["[redirected", "from", *(f"{uri}," for uri in shown[:-1]), f"{shown[-1]}]"]
+    lines = [words[0]]
+    width = _FOLD_AT - len("Subject: ")
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+            width = _FOLD_AT - 1  # a continuation line starts with the folding space
+    return (*lines, plain)
+
+
+def _printable(uri: str) -> str:
+    kept = "".join(c for c in uri if c.isprintable())  # drops CR, LF, every control character
+    text = "".join(c if "!" <= c <= "~" else urllib.parse.quote(c, safe="") for c in kept)
+    return text if len(text) <= _MAX_ORIGIN else text[: _MAX_ORIGIN - 3] + "..."
+
+
+def _header_line(name: str, value: str | tuple[str, ...], fold: str = "\t") -> bytes:
+    """One header field; a tuple value is written folded, one element per line, each
+    continuation starting with ``fold`` (a space or a tab)."""
     segments = (value,) if isinstance(value, str) else value
     # Values were validated field by field; this is the last line of defence: no segment may
     # hold CR, LF or another control character, so only our own folds separate lines.
@@ -222,7 +268,7 @@ def _header_line(name: str, value: str | tuple[str, ...]) -> bytes:
             f"{name} header is longer than {_MAX_LINE} characters (RFC 5322 §2.1.1); "
             "use fewer or shorter values"
         )
-    return "\r\n\t".join(lines).encode("ascii")
+    return f"\r\n{fold}".join(lines).encode("ascii")
 
 
 def _quoted_printable(text: str) -> list[bytes]:

@@ -10,20 +10,28 @@ import datetime as dt
 import email.utils
 import hashlib
 import random
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tlsrpt_reporter.deliver.record import TlsRptRecord
 from tlsrpt_reporter.schedule.timing import backoff
 
 CAP_NOTE = "reporter.max_reports_per_destination"
+HOST_CAP_KEY = "reporter.max_destinations_per_host"
 # The answers whose Retry-After is honoured (RFC 9110 §10.2.3: 503 and 429, RFC 6585 §4).
 RETRY_AFTER_STATUSES = frozenset((429, 503))
 
 
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Destination:
-    """One rua of a report: ``state`` is ``pending``, or ``given-up`` with ``note`` saying why."""
+    """One rua of a report: ``state`` is ``pending``, or ``given-up``, ``skipped`` or
+    ``suppressed`` with ``note`` saying why."""
 
     target: str  # "mailto:addr" or the https URI
     state: str
@@ -35,20 +43,67 @@ def targets(record: TlsRptRecord) -> list[str]:
     return [f"mailto:{u.value}" if u.scheme == "mailto" else u.value for u in record.uris]
 
 
+def host_of(target: str) -> str:
+    """The host a delivery to ``target`` talks to, as far as the record tells: an https rua's
+    host name (``reports.example``), a mailto rua's mail domain (``@example.com``, whose MX is
+    only known when sending); lower case, without port. Deliveries are grouped by it."""
+    if target.startswith("mailto:"):
+        return "@" + target.rpartition("@")[2].lower()
+    try:
+        host = urllib.parse.urlsplit(target).hostname
+    except ValueError:
+        host = None
+    # An unreadable URI fails on its own when tried; as a host of its own it shares no lane.
+    return (host or target).removesuffix(".")
+
+
 def destinations(
-    record: TlsRptRecord, sent_today: Mapping[str, int], cap: int
+    record: TlsRptRecord,
+    sent_today: Mapping[str, int],
+    cap: int,
+    per_host: int | None = None,
+    suppressed: Mapping[str, str] | None = None,
 ) -> list[Destination]:
-    """Every target of ``record``; one that already took ``cap`` reports of the day is given up.
+    """Every target of ``record``, once each: one that already took ``cap`` reports of the day
+    is given up; beyond the first ``per_host`` pending targets on one host (:func:`host_of`)
+    the rest are skipped. A target in ``suppressed`` (target -> why: a dead destination,
+    ``deliver.dead``) is ``suppressed`` and takes no place on its host.
 
     A record can point anybody's rua anywhere (RFC 8460 §7): the per-destination cap bounds the
-    fan-in one target can be made to receive from us in a day.
+    fan-in one target can be made to receive from us in a day, the per-host cap how many copies
+    of one report a single server can be made to take (a record listing 80 URIs on one host
+    gets 2 POSTs, not 80). There is no daily cap per host: one report service receives for
+    thousands of domains on one host.
     """
-    return [
-        Destination(target, "given-up", CAP_NOTE)
-        if sent_today.get(target, 0) >= cap
-        else Destination(target, "pending")
-        for target in targets(record)
-    ]
+    found: list[Destination] = []
+    on_host: dict[str, int] = {}
+    for target in dict.fromkeys(targets(record)):
+        if suppressed and suppressed.get(target):
+            found.append(Destination(target, "suppressed", suppressed[target]))
+            continue
+        if sent_today.get(target, 0) >= cap:
+            found.append(Destination(target, "given-up", CAP_NOTE))
+            continue
+        host = host_of(target)
+        on_host[host] = on_host.get(host, 0) + 1
+        if per_host is not None and on_host[host] > per_host:
+            note = (
+                f"skipped: this report already goes to {per_host} destinations on {host} "
+                f"({HOST_CAP_KEY} = {per_host})"
+            )
+            found.append(Destination(target, "skipped", note))
+        else:
+            found.append(Destination(target, "pending"))
+    return found
+
+
+def by_host(items: Iterable[T], host: Callable[[T], K]) -> list[list[T]]:
+    """``items`` grouped by ``host(item)``: the groups in the order their first item came, and
+    each group in the order of ``items`` (a pass runs one host's deliveries one after another)."""
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(host(item), []).append(item)
+    return list(groups.values())
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,12 @@ A/AAAA addresses of an HTTPS rua host, the MX hosts of a mailto domain, and plai
 records), asked as the ``[dns]`` settings (``config.schema.DnsSettings``) say. It turns
 dnspython's outcomes into the distinction the callers need: "there is nothing" (NXDOMAIN,
 NODATA) is an answer, while SERVFAIL, timeouts and unreachable servers are temporary and mean
-"ask again later". It must not parse the records (tlsrpt_reporter.deliver.record does), decide
-where reports go, or check the settings (``config.load`` does).
+"ask again later". Lookups that reach no nameserver at all (timeouts, refusals, network
+errors) are told apart as :class:`DnsUnreachable`: after :data:`UNREACHABLE_AFTER` of them in a
+row the resolver stops asking until :meth:`Resolver.new_pass`, so that a pass over thousands
+of domains with the resolver down takes seconds, not minutes. It must not parse the records
+(tlsrpt_reporter.deliver.record does), decide where reports go, or check the settings
+(``config.load`` does).
 
 Names are queried as absolute names: no search list, no ndots, whatever resolv.conf says.
 """
@@ -23,7 +27,9 @@ from typing import Literal, TypeVar
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
+import dns.rcode
 import dns.rdata
 import dns.rdatatype
 import dns.resolver
@@ -47,6 +53,9 @@ FALLBACK_NAMESERVER = "127.0.0.1"
 # DNS flag day 2020: an EDNS buffer that avoids IP fragmentation; larger answers go over TCP.
 _EDNS_PAYLOAD = 1232
 _DETAIL_LENGTH = 300
+# Lookups in a row that reached no nameserver, after which the rest of a pass asks none: a
+# resolver that is down costs this many timeouts, not one per domain.
+UNREACHABLE_AFTER = 3
 
 T = TypeVar("T")
 
@@ -57,6 +66,12 @@ class DnsError(TlsRptError):
 
 class DnsTemporaryError(DnsError):
     """SERVFAIL, timeout or no reachable nameserver: the question has no answer yet; retry."""
+
+
+class DnsUnreachable(DnsTemporaryError):
+    """No nameserver answered at all (a timeout, REFUSED, a network error), or the resolver
+    was found unreachable earlier in the pass and was not asked: a fault on this side, not
+    the domain's."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,13 @@ class Resolver:
         """Configure from ``settings``; ``resolv_conf`` is read only when no nameserver is set."""
         self.settings = settings or DnsSettings()
         self._resolver = _make_resolver(self.settings, resolv_conf)
+        self._unanswered = 0  # lookups in a row that reached no nameserver
+        self.unreachable = ""  # why no more lookups are made in this pass ('' while asking)
+
+    def new_pass(self) -> None:
+        """Ask the nameservers again: forget the unanswered lookups of an earlier pass."""
+        self._unanswered = 0
+        self.unreachable = ""
 
     @property
     def nameservers(self) -> tuple[str, ...]:
@@ -247,6 +269,29 @@ class Resolver:
 
     async def _query(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Answer:
         what = f"{_show(qname)} {dns.rdatatype.to_text(rdtype)}"
+        if self.unreachable:
+            raise DnsUnreachable(f"{what}: not asked: {self.unreachable}")
+        try:
+            answer = await self._ask(qname, rdtype, what)
+        except DnsUnreachable as exc:
+            self._unanswered += 1
+            if self._unanswered >= UNREACHABLE_AFTER and not self.unreachable:
+                servers = ", ".join(f"{s} port {self.settings.port}" for s in self.nameservers)
+                self.unreachable = (
+                    f"DNS is unreachable: {self._unanswered} lookups in a row got no answer "
+                    f"from {servers} (the last: {exc}): is the resolver running and "
+                    "reachable? check [dns] nameservers (empty means /etc/resolv.conf)"
+                )
+            raise
+        except DnsTemporaryError:
+            self._unanswered = 0  # a server answered (SERVFAIL): the resolver is there
+            raise
+        self._unanswered = 0
+        return answer
+
+    async def _ask(
+        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, what: str
+    ) -> _Answer:
         timeout = self.settings.timeout
         try:
             # dnspython enforces the lifetime; the outer bound only guards against a stuck
@@ -260,11 +305,14 @@ class Resolver:
         except dns.resolver.YXDOMAIN:
             return _Answer("nxdomain", (), f"{_show(qname)} is too long after DNAME rewriting")
         except (dns.exception.Timeout, TimeoutError):
-            raise DnsTemporaryError(f"{what}: no answer within {timeout:g}s") from None
+            raise DnsUnreachable(f"{what}: no answer within {timeout:g}s") from None
         except dns.resolver.NoNameservers as exc:
             # Every server answered SERVFAIL or REFUSED, or could not be reached.
-            raise DnsTemporaryError(f"{what}: no nameserver answered: {_brief(exc)}") from None
-        except (dns.exception.DNSException, OSError) as exc:
+            error = DnsUnreachable if _none_served(exc) else DnsTemporaryError
+            raise error(f"{what}: no nameserver answered: {_brief(exc)}") from None
+        except OSError as exc:
+            raise DnsUnreachable(f"{what}: lookup failed: {_brief(exc)}") from None
+        except dns.exception.DNSException as exc:
             raise DnsTemporaryError(f"{what}: lookup failed: {_brief(exc)}") from None
         if answer.rrset is None:
             return _Answer("nodata", (), f"{what}: no such records (NODATA)")
@@ -284,6 +332,17 @@ async def gather_lookups(*lookups: Awaitable[T]) -> list[T | DnsTemporaryError]:
         else:
             results.append(outcome)
     return results
+
+
+def _none_served(exc: dns.resolver.NoNameservers) -> bool:
+    """Whether no server served the question: each one refused it or could not be reached.
+    A SERVFAIL is an answer (the resolver works; the domain's own servers may not), whereas a
+    REFUSED from our own resolver means it will not serve this host."""
+    for error in exc.kwargs.get("errors", []):
+        response = error[4] if len(error) > 4 else None
+        if isinstance(response, dns.message.Message) and response.rcode() != dns.rcode.REFUSED:
+            return False
+    return True
 
 
 def _make_resolver(settings: DnsSettings, resolv_conf: str) -> dns.asyncresolver.Resolver:

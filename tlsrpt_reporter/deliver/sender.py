@@ -1,9 +1,14 @@
 """Delivering stored reports: resolve destinations, attempt, record, retry (RFC 8460 §5).
 
-The order of writes is what makes crashes harmless: an attempt is committed before it starts
-and its outcome the moment it is known. A crash between a receiver's acceptance and the
-commit resends the same stored bytes with the same Report-ID and Message-ID, which lets the
-receiver drop the duplicate.
+The order of writes is what makes crashes harmless: an attempt is committed before it starts,
+a receiver's acceptance the moment its final answer arrives (before QUIT, before reading a
+body: ``deliver.attempt.Handover``), and a failure when it is known. A crash between the
+answer and that commit resends the same stored bytes with the same Report-ID and Message-ID,
+which lets the receiver drop the duplicate.
+
+A pass runs its deliveries in ``reporter.delivery_lanes`` lanes, one host's deliveries one
+after another (:mod:`.lanes`); each attempt ends by ``reporter.attempt_deadline``, and a host
+whose attempt timed out gets no more attempts in that pass.
 """
 
 from __future__ import annotations
@@ -13,29 +18,30 @@ import datetime as dt
 import email.utils
 import logging
 import random
-import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tlsrpt_reporter.config.schema import HttpsSettings, ReporterConfig
-from tlsrpt_reporter.deliver import dkim, error_kinds, https, mail, plan, smtp
-from tlsrpt_reporter.deliver.record import RecordError, parse_record
+from tlsrpt_reporter.deliver import attempt, dkim, error_kinds, https, lanes, mail, plan, smtp
+from tlsrpt_reporter.deliver.destinations import DestinationFinder
+from tlsrpt_reporter.deliver.redirect import mail_recipient, redirected_from, write_files
 from tlsrpt_reporter.deliver.resolver import Resolver
+from tlsrpt_reporter.deliver.suppression import Tracker
 from tlsrpt_reporter.errors import DeliveryError
 from tlsrpt_reporter.logs import Progress
 from tlsrpt_reporter.schedule.timing import backoff
+from tlsrpt_reporter.store import own_problems
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.accepted import record_accepted
 
 log = logging.getLogger("tlsrpt-reporter")
 
 # What one attempt may raise and the scheduler records; a DKIM key that cannot sign fails the
 # same way on every retry.
 _DELIVERY_ERRORS = (DeliveryError, dkim.DkimError)
-
-# dnspython's wording for a server that did answer, with an error code ("answered SERVFAIL")
-_RCODE_ANSWER = re.compile(r"answered [A-Z]{4,}")
 
 
 @dataclass
@@ -47,10 +53,21 @@ class SendSummary:
     sent: int = 0
     retrying: int = 0
     given_up: int = 0
+    # Not tried in this pass because their host (or the relay) timed out on another one.
+    postponed: int = 0
     errors: list[str] = field(default_factory=list)
     # Failures on this side (the relay, the resolver), one line each with the fix: no
     # receiver can be blamed, so ``send`` exits 1 on them.
     problems: list[str] = field(default_factory=list)
+
+
+class Tried(NamedTuple):
+    """What one attempt came to: ``outcome`` (``sent``, ``failed-retrying``, ``given-up``),
+    the failure's kind (``deliver.error_kinds``; ``''`` when sent), and the next attempt."""
+
+    outcome: str
+    kind: str
+    next_attempt: float
 
 
 class Sender:
@@ -81,131 +98,116 @@ class Sender:
             envelope_from=cfg.mail.envelope_from or cfg.mail.from_addr,
             allow_private=cfg.mail.allow_private,
         )
-        self.mail_enabled = bool(keys)
-        # Per pass: our own failures (kind -> line), and the TLSRPT lookups that got an answer,
-        # that got none, and the last of those.
+        # reporter.mail.sign_by = "relay": no key of ours, the relay signs.
+        self.mail_enabled = bool(keys) or cfg.mail.sign_by == "relay"
+        # Per pass: our own failures (kind -> line).
         self._problems: dict[str, str] = {}
-        self._dns_answered = self._dns_unanswered = 0
-        self._dns_last = ""
+        self._waiting_for_dns = 0  # reports and deliveries left for the next pass, DNS down
+        # Per pass: the dead destinations and the outcomes that find them (deliver.suppression).
+        self._suppression = Tracker.idle(cfg)
 
     async def send_due(self, conn: sqlite3.Connection, force: bool = False) -> SendSummary:
         """Resolve the destinations of due reports, then attempt every due delivery."""
         summary = SendSummary()
         self._problems = {}
-        self._dns_answered = self._dns_unanswered = 0
+        self._suppression = Tracker(conn, self.cfg, self.clock)
+        finder = DestinationFinder(self.cfg, self.resolver, self.rng, self.clock, self._suppression)
+        self.resolver.new_pass()
+        self._waiting_for_dns = 0
         for row in state.reports_to_resolve(conn, self.clock(), force):
-            try:
-                await self._resolve(conn, row)
-            except Exception as exc:  # one report's trouble stays with that report
-                self._resolve_failed(conn, row, exc)
+            if self.resolver.unreachable and not row.record:
+                # Left due, with no attempt counted: the next pass asks DNS again.
+                self._waiting_for_dns += 1
+                continue
+            await finder.resolve(conn, row)
             summary.resolved += 1
-        due = state.due_deliveries(conn, self.clock(), force)
-        progress = Progress("sending", len(due))
-        for done, delivery in enumerate(due, 1):
-            progress.step(done)
-            if delivery.destination.startswith("mailto:") and not self.mail_enabled:
-                continue  # the DKIM self-check failed at start-up: mail waits, HTTPS goes on
-            outcome = await self._attempt(conn, delivery)
-            summary.attempted += 1
-            if outcome == "sent":
-                summary.sent += 1
-            elif outcome == "given-up":
-                summary.given_up += 1
-            else:
-                summary.retrying += 1
-        if self._dns_unanswered and not self._dns_answered:
-            self._problems["dns"] = (
-                f"no DNS lookup got an answer ({self._dns_unanswered}; the last: "
-                f"{self._dns_last}): is the resolver running and reachable? check [dns] "
-                "nameservers (empty means /etc/resolv.conf)"
-            )
+        due = [
+            d
+            for d in state.due_deliveries(conn, self.clock(), force)
+            # The DKIM self-check failed at start-up: mail waits, HTTPS goes on.
+            if self.mail_enabled or not d.destination.startswith("mailto:")
+        ]
+        await self._deliver_all(conn, self._suppression.hold(due), summary)
+        if finder.dns_problem:
+            self._problems["dns"] = finder.dns_problem
+        if self.resolver.unreachable:
+            n = self._waiting_for_dns
+            waiting = f"; {n} reports and deliveries wait for the next pass" if n else ""
+            self._problems["dns"] = self.resolver.unreachable + waiting
         summary.problems = list(self._problems.values())
+        if summary.resolved or summary.attempted or summary.postponed or self._waiting_for_dns:
+            # For `status`, after `send` has exited; an idle pass proves nothing.
+            own_problems.record(conn, self.clock(), self._problems)
         return summary
 
-    def _resolve_failed(
-        self, conn: sqlite3.Connection, row: state.ReportRow, exc: Exception
+    async def _deliver_all(
+        self, conn: sqlite3.Connection, due: list[state.DeliveryRow], summary: SendSummary
     ) -> None:
-        """Something nobody foresaw went wrong for this report: retry it like a DNS failure."""
-        why = f"unexpected {type(exc).__name__}: {exc}"[:1000]
-        log.error("finding the destinations of %s (%s) failed: %s", row.domain, row.day, why)
-        retry = plan.after_failure(
-            row.attempts, row.first_attempt, self.clock(), self.cfg.retry_for, self.rng
-        )
-        if retry.give_up:
-            state.set_report(conn, row.id, status="given-up", last_error=why)
-            return
-        state.set_report(
-            conn, row.id, attempts=retry.attempts, first_attempt=retry.first_attempt,
-            next_attempt=retry.next_attempt, last_error=why,
-        )  # fmt: skip
+        """Attempt ``due`` in lanes by host; after a timeout, the rest of that host's (or, for
+        mail through the relay, all mail) waits until the timed-out delivery's next attempt."""
+        progress = Progress("sending", len(due))
+        stalled: dict[str, float] = {}  # failure domain -> when to try it again
+        postponed: dict[str, int] = {}
 
-    async def _resolve(self, conn: sqlite3.Connection, row: state.ReportRow) -> None:
-        now = self.clock()
-        record = row.record
-        if not record:
-            result = await self.resolver.lookup_tlsrpt(row.domain)
-            # An answer, even SERVFAIL from a domain's broken servers, shows the resolver works;
-            # only lookups that got no answer at all point at our side.
-            unanswered = result.status == "temporary" and not _RCODE_ANSWER.search(result.detail)
-            if unanswered:
-                self._dns_unanswered += 1
-                self._dns_last = result.detail
+        async def one(delivery: state.DeliveryRow) -> None:
+            where = self._failure_domain(delivery.destination)
+            # As in send_due: due again in the next pass. Mail through a relay needs no DNS.
+            if self.resolver.unreachable and where != f"relay {self.smtp_settings.relay}":
+                self._waiting_for_dns += 1
+                summary.postponed += 1
+            elif where in stalled:
+                # One timeout per host and pass: a hanging host with a thousand reports due
+                # would otherwise hold its lane for a thousand deadlines.
+                later = max(stalled[where], delivery.next_attempt)
+                state.set_delivery(conn, delivery.report, delivery.destination, next_attempt=later)
+                summary.postponed += 1
+                postponed[where] = postponed.get(where, 0) + 1
             else:
-                self._dns_answered += 1
-            if result.status == "temporary":
-                # docs/sender-rules.md §1: a temporary DNS failure is "later", never "no record".
-                retry = plan.after_failure(
-                    row.attempts, row.first_attempt, now, self.cfg.retry_for, self.rng
-                )
-                if retry.give_up:
-                    log.error("giving up on %s (%s): DNS kept failing: %s",
-                              row.domain, row.day, result.detail)  # fmt: skip
-                    state.set_report(conn, row.id, status="given-up", last_error=result.detail)
-                    return
-                state.set_report(
-                    conn, row.id, attempts=retry.attempts, first_attempt=retry.first_attempt,
-                    next_attempt=retry.next_attempt, last_error=result.detail,
-                )  # fmt: skip
-                log.warning("DNS lookup for %s failed, retrying later: %s",
-                            row.domain, result.detail)  # fmt: skip
-                return
-            if result.status == "none" or result.record is None:
-                # Debug only: most MX hosts of MX-host reports (RFC 8460 §1.1) publish nothing.
-                log.debug("no report for %s (%s): %s",
-                          row.domain, row.day, result.detail)  # fmt: skip
-                state.set_report(conn, row.id, status="no-destination", last_error=result.detail)
-                return
-            record = result.record
-        try:
-            parsed = parse_record(record)
-        except RecordError as exc:
-            state.set_report(conn, row.id, status="no-destination", last_error=str(exc))
-            log.warning("no report for %s: its record is unusable: %s", row.domain, exc)
-            return
-        for note in parsed.ignored:
-            log.info("record of %s: %s", row.domain, note)
-        sent = {t: state.sent_to_destination(conn, row.day, t) for t in plan.targets(parsed)}
-        destinations = plan.destinations(parsed, sent, self.cfg.max_reports_per_destination)
-        for capped in (d for d in destinations if d.state == "given-up"):
-            log.warning("not sending %s's report to %s: per-destination cap reached",
-                        row.domain, capped.target)  # fmt: skip
-        if not destinations:
-            note = "; ".join(parsed.ignored) or "no usable rua"
-            state.set_report(conn, row.id, status="no-destination", last_error=note)
-            return
-        state.add_destinations(
-            conn, row.id, [(d.target, d.state, d.note) for d in destinations], now
-        )
-        state.refresh_report_status(conn, row.id)
+                tried = await self._attempt(conn, delivery)
+                summary.attempted += 1
+                if tried.outcome == "sent":
+                    summary.sent += 1
+                elif tried.outcome == "given-up":
+                    summary.given_up += 1
+                else:
+                    summary.retrying += 1
+                if tried.kind == "timeout":
+                    stalled.setdefault(where, tried.next_attempt)
+            progress.step(summary.attempted + summary.postponed)
 
-    async def _attempt(self, conn: sqlite3.Connection, delivery: state.DeliveryRow) -> str:
+        groups = plan.by_host(due, lambda d: plan.host_of(d.destination))
+        # Hosts that timed out last time go last (a stable sort): with more hanging hosts than
+        # lanes, the healthy ones are not kept waiting behind them again.
+        groups.sort(key=lambda group: any(d.error_kind == "timeout" for d in group))
+        await lanes.run_lanes(groups, self.cfg.delivery_lanes, one)
+        for where, count in postponed.items():
+            log.warning("%s timed out: %d more deliveries to it wait until %s",
+                        where, count, _utc(stalled[where]))  # fmt: skip
+
+    def _failure_domain(self, destination: str) -> str:
+        """What one timeout says is slow: the relay for all mail through it, else the host."""
+        if destination.startswith("mailto:") and self.smtp_settings.relay != "direct":
+            return f"relay {self.smtp_settings.relay}"
+        return plan.host_of(destination)
+
+    def _server_of(self, destination: str) -> str:
+        """Who an attempt to ``destination`` waits for, in an error message."""
+        if destination.startswith("dir:"):  # reporter.redirect
+            return f"the directory {destination.removeprefix('dir:')}"
+        if not destination.startswith("mailto:"):
+            return f"POST {destination}"
+        if self.smtp_settings.relay != "direct":
+            return f"relay {self.smtp_settings.relay}"
+        return f"the MX hosts of {destination.rpartition('@')[2]}"
+
+    async def _attempt(self, conn: sqlite3.Connection, delivery: state.DeliveryRow) -> Tried:
         now = self.clock()
         attempts = delivery.attempts + 1
         first = delivery.first_attempt or now
         backoff_at = now + backoff(attempts, self.rng)
         row = state.report(conn, delivery.report)
         message_id, date = delivery.message_id, delivery.date
-        if delivery.destination.startswith("mailto:") and not message_id:
+        if delivery.destination.startswith(("mailto:", "dir:")) and not message_id:
             # RFC 5322 §3.6.1: the Date is when the mail is first handed to the relay or MX (now),
             # and this destination has a Message-ID of its own; both are kept, so every retry
             # to it is byte-identical to this first attempt (RFC 8460 §5.5).
@@ -218,46 +220,91 @@ class Sender:
         )  # fmt: skip
         if message_id:
             row = dataclasses.replace(row, message_id=message_id, date=date)
+        # The acceptance is committed the moment the final answer arrives, in a transaction of
+        # its own, before QUIT or reading a body: a crash after it resends nothing.
+        handover = attempt.Handover(
+            lambda answer: record_accepted(
+                conn, delivery.report, delivery.destination, self.clock(), answer[:1000]
+            )
+        )
+        where = self._server_of(delivery.destination)
         try:
-            detail = await self._deliver(row, delivery.destination)
-        except _DELIVERY_ERRORS as exc:
-            permanent = exc.permanent if isinstance(exc, DeliveryError) else True
-            if permanent or self.clock() - first >= self.cfg.retry_for:
-                outcome = "given-up"
-            else:
-                outcome = "failed-retrying"
-            # A receiver's Retry-After inside the retry window sets the next attempt.
-            asked = _retry_after(exc, self.clock())
-            later = plan.next_attempt(backoff_at, asked, self.clock(), first, self.cfg.retry_for)
-            state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
-                               last_error=str(exc)[:1000], next_attempt=later,
-                               error_kind=error_kinds.of_exception(exc))  # fmt: skip
-            log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
-                        delivery.destination, attempts, outcome, exc)  # fmt: skip
-            if asked is not None and outcome == "failed-retrying":
-                how = "as its Retry-After asks" if later != backoff_at else "(Retry-After too late)"
-                log.info("report %s to %s: next attempt at %s %s", row.report_id,
-                         delivery.destination, _utc(later), how)  # fmt: skip
-            self._note_relay_problem(exc)
-        except Exception as exc:  # a fault nobody foresaw: this destination only, retried
-            late = self.clock() - first >= self.cfg.retry_for
+            detail = await attempt.within(
+                self.cfg.attempt_deadline,
+                where,
+                self._deliver(row, delivery.destination, handover,
+                              redirected_from(conn, delivery.report)),
+            )  # fmt: skip
+        except Exception as exc:
+            if not handover.answer:
+                tried = self._failed(
+                    conn, delivery, row, exc, attempts=attempts, first=first, backoff_at=backoff_at
+                )
+                state.refresh_report_status(conn, delivery.report)
+                return tried
+            # Taken: what failed after the answer (a lost QUIT, a body cut off, the deadline)
+            # changes nothing, and trying again would only make a duplicate.
+            detail = f"{handover.answer} (then: {exc})"
+        if handover.answer:
+            state.set_delivery(conn, delivery.report, delivery.destination, detail=detail[:1000])
+        else:
+            record_accepted(
+                conn, delivery.report, delivery.destination, self.clock(), detail[:1000]
+            )
+        self._suppression.delivered(delivery.destination)
+        log.info("report %s for %s delivered to %s: %s", row.report_id, row.domain,
+                 delivery.destination, detail)  # fmt: skip
+        return Tried("sent", "", backoff_at)
+
+    def _failed(
+        self,
+        conn: sqlite3.Connection,
+        delivery: state.DeliveryRow,
+        row: state.ReportRow,
+        exc: Exception,
+        *,
+        attempts: int,
+        first: float,
+        backoff_at: float,
+    ) -> Tried:
+        """Record a failed attempt: retry later, or give up (permanent, or past retry_for)."""
+        late = self.clock() - first >= self.cfg.retry_for
+        if not isinstance(exc, _DELIVERY_ERRORS):  # a fault nobody foresaw: retried
             outcome = "given-up" if late else "failed-retrying"
             why = f"unexpected {type(exc).__name__}: {exc}"
             state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
                                last_error=why[:1000], error_kind="local")  # fmt: skip
             log.error("report %s to %s: attempt %d failed (%s): %s", row.report_id,
                       delivery.destination, attempts, outcome, why)  # fmt: skip
-        else:
-            outcome = "sent"
-            state.set_delivery(conn, delivery.report, delivery.destination, state="sent",
-                               accepted_at=self.clock(), detail=detail[:1000])  # fmt: skip
-            log.info("report %s for %s delivered to %s: %s", row.report_id, row.domain,
-                     delivery.destination, detail)  # fmt: skip
-        state.refresh_report_status(conn, delivery.report)
-        return outcome
+            return Tried(outcome, "local", backoff_at)
+        permanent = exc.permanent if isinstance(exc, DeliveryError) else True
+        outcome = "given-up" if permanent or late else "failed-retrying"
+        # A receiver's Retry-After inside the retry window sets the next attempt.
+        asked = _retry_after(exc, self.clock())
+        later = plan.next_attempt(backoff_at, asked, self.clock(), first, self.cfg.retry_for)
+        kind = error_kinds.of_exception(exc)
+        state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
+                           last_error=str(exc)[:1000], next_attempt=later,
+                           error_kind=kind)  # fmt: skip
+        log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
+                    delivery.destination, attempts, outcome, exc)  # fmt: skip
+        if asked is not None and outcome == "failed-retrying":
+            how = "as its Retry-After asks" if later != backoff_at else "(Retry-After too late)"
+            log.info("report %s to %s: next attempt at %s %s", row.report_id,
+                     delivery.destination, _utc(later), how)  # fmt: skip
+        self._suppression.failed(delivery.destination, exc)
+        self._note_relay_problem(exc)
+        return Tried(outcome, kind, later)
 
     def _note_relay_problem(self, exc: BaseException) -> None:
         """Remember a failure of our own mail relay: it stops every mailto: report."""
+        if isinstance(exc, attempt.AttemptDeadline) and exc.server.startswith("relay "):
+            self._problems.setdefault(
+                "relay",
+                f"the mail relay {exc.server.removeprefix('relay ')} did not take a report within "
+                f"{exc.seconds:g}s: is it overloaded or stuck? (or raise "
+                f"{attempt.DEADLINE_KEY})",
+            )
         if not isinstance(exc, smtp.SmtpDeliveryError) or not exc.server.startswith("relay "):
             return
         relay = exc.server.removeprefix("relay ")
@@ -274,28 +321,46 @@ class Sender:
                 "wants AUTH)",
             )
 
-    async def _deliver(self, row: state.ReportRow, destination: str) -> str:
+    async def _deliver(
+        self,
+        row: state.ReportRow,
+        destination: str,
+        on_accepted: Callable[[str], None] | None = None,
+        origins: Sequence[str] = (),
+    ) -> str:
+        """Hand the report to ``destination``; ``origins``: where it would have gone had
+        reporter.redirect not sent it to ``destination`` (deliver.redirect)."""
+        if destination.startswith("dir:"):
+            eml = self.compose(row, mail_recipient(origins, self.cfg.mail.from_addr), origins)
+            return write_files(destination, row.filename, row.gzip, eml)
         if destination.startswith("mailto:"):
             address = destination[len("mailto:") :]
-            message = self.compose(row, address)
+            message = self.compose(row, address, origins)
             result = await smtp.send(
                 message, self.smtp_settings.envelope_from, [address], self.smtp_settings,
                 mx_lookup=self.resolver.mx_hosts, resolve=self.resolver.addresses,
+                on_accepted=on_accepted,
             )  # fmt: skip
             return str(result)
         posted = await https.post_report(
-            destination, row.gzip, self.https_settings, resolve=self.resolver.addresses
-        )
+            destination, row.gzip, self.https_settings, resolve=self.resolver.addresses,
+            on_accepted=on_accepted,
+        )  # fmt: skip
         return str(posted)
 
-    def compose(self, row: state.ReportRow, address: str) -> bytes:
+    def compose(self, row: state.ReportRow, address: str, origins: Sequence[str] = ()) -> bytes:
         """The signed report mail of ``row`` for ``address``, with the row's Date and
-        Message-ID; the signatures' ``t=`` is that Date, so a retry gives the same bytes."""
+        Message-ID; the signatures' ``t=`` is that Date, so a retry gives the same bytes.
+        Unsigned with ``reporter.mail.sign_by = "relay"``: the relay's DKIM signer signs."""
+        message = self.unsigned(row, address, origins)
+        if self.cfg.mail.sign_by == "relay":
+            return message
         stamp = int(_mail_date(row.date).timestamp())
-        return dkim.sign(self.unsigned(row, address), self.keys, timestamp=stamp)
+        return dkim.sign(message, self.keys, timestamp=stamp)
 
-    def unsigned(self, row: state.ReportRow, address: str) -> bytes:
-        """The report mail of ``row`` for ``address``, before DKIM signing."""
+    def unsigned(self, row: state.ReportRow, address: str, origins: Sequence[str] = ()) -> bytes:
+        """The report mail of ``row`` for ``address``, before DKIM signing; ``origins`` (a
+        redirected report's destinations) are named in its Subject."""
         date = _mail_date(row.date)
         return mail.compose(
             report_domain=row.domain,
@@ -308,6 +373,7 @@ class Sender:
             summary_text=row.summary,
             date=date,
             message_id=row.message_id,
+            redirected_from=origins,
         )
 
 

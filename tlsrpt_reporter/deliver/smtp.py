@@ -34,6 +34,7 @@ from tlsrpt_reporter.deliver.mail import MailCompositionError, check_address
 from tlsrpt_reporter.deliver.smtp_session import (
     Hop,
     Job,
+    OnAccepted,
     Outcome,
     Refusal,
     SmtpDeliveryError,
@@ -46,6 +47,7 @@ from tlsrpt_reporter.errors import ConfigError
 
 __all__ = [
     "MxLookup",
+    "OnAccepted",
     "Refusal",
     "Resolve",
     "SendResult",
@@ -141,6 +143,7 @@ async def send(
     mx_lookup: MxLookup | None = None,
     *,
     resolve: Resolve | None = None,
+    on_accepted: OnAccepted | None = None,
 ) -> SendResult:
     """Hand ``message`` to the relay, or deliver it to each recipient domain's MX hosts.
 
@@ -149,6 +152,7 @@ async def send(
     recipient was accepted; raises :class:`SmtpDeliveryError` (``permanent`` only when every failure
     was a 5xx reply) when none was, and ConfigError when the settings are unusable. Direct
     delivery needs ``mx_lookup`` and ``resolve`` (an MX given as an IP literal needs no lookup).
+    ``on_accepted`` is called the moment a server accepts the message, before QUIT.
     """
     check_settings(settings)
     sender = envelope_from or settings.envelope_from
@@ -165,7 +169,7 @@ async def send(
         asyncio.to_thread(socket.getfqdn), settings.timeout
     )
     relay = parse_relay(settings.relay)
-    job = Job(message, sender, settings, helo)
+    job = Job(message, sender, settings, helo, on_accepted)
     if relay is not None:
         return await _send_relay(job, list(recipients), relay)
     if mx_lookup is None:

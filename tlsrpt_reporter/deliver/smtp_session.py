@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,14 +82,20 @@ class SmtpDeliveryError(DeliveryError):
         self.stage = stage
 
 
+#: Called with "accepted by <server>: <reply>" the moment a server accepts the message.
+OnAccepted = Callable[[str], None]
+
+
 @dataclass(frozen=True)
 class Job:
-    """What every attempt of one send() shares."""
+    """What every attempt of one send() shares; ``on_accepted`` hears of each acceptance
+    before anything else is said to that server."""
 
     message: bytes
     sender: str
     settings: SmtpSettings
     helo: str
+    on_accepted: OnAccepted | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,10 @@ async def _transaction(job: Job, rcpts: list[str], hop: Hop, tls: TlsMode) -> Ou
                 await client.login(*hop.login)
             stage = "transaction"
             errors, reply = await client.sendmail(job.sender, rcpts, job.message)
+            # The reply to the end of DATA is the server's final answer (RFC 5321 §4.1.1.4):
+            # recorded before QUIT, so a crash from here on resends nothing.
+            if job.on_accepted is not None:
+                job.on_accepted(f"accepted by {hop.label}: {reply}")
             # The message was accepted: a lost goodbye changes nothing.
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.quit()

@@ -66,6 +66,7 @@ class HttpsSink:
     def __init__(self, directory: Path, names: list[str]) -> None:
         self.directory = directory
         self.received: list[Path] = []
+        self._naming = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = trustme.CA()
         self.ca_file = directory / "demo-ca.pem"
@@ -80,9 +81,12 @@ class HttpsSink:
 
             def do_POST(self) -> None:
                 length = min(int(self.headers.get("Content-Length", "0")), _MAX_BODY)
-                path = sink.directory / f"{len(sink.received) + 1:04d}.json.gz"
-                path.write_bytes(self.rfile.read(length))
-                sink.received.append(path)
+                body = self.rfile.read(length)
+                # Deliveries run in parallel lanes: one number per POST, never one file for two.
+                with sink._naming:
+                    path = sink.directory / f"{len(sink.received) + 1:04d}.json.gz"
+                    sink.received.append(path)
+                path.write_bytes(body)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -45,6 +45,7 @@ _VERIFY_ERROR = re.compile(
     r"(?:depth=\d+ error=(?P<error>.*?) cert=|(?P<mismatch>certificate name mismatch))"
 )
 _TLS_ERROR = re.compile(r"TLS error on connection to (?:\S+ )?\[(?P<ip>[0-9A-Fa-f.:]+)\]")
+_TLS_ERROR_TEXT = "TLS error on connection"
 _NOT_OFFERED = "the server did not offer TLS support"
 _TLS_TEXT = re.compile(r"TLS session|TLS error|SSL_connect|an attempt to start TLS failed|certific")
 _SESSION_PREFIX = re.compile(r"^TLS session: \(([^)]*)\)")
@@ -69,6 +70,9 @@ class EximAdapter:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        # Lines that are Exim's by their form (its syslog name, a message id, its TLS errors),
+        # whatever they say: none at all means the log is not Exim's (a wrong --format).
+        self.recognized = 0
         self._pending: dict[str, _Pending] = {}
         # (message id, address) -> recipient domains already counted for that delivery
         self._counted: dict[str, list[str]] = {}
@@ -76,7 +80,8 @@ class EximAdapter:
     def feed(self, when: float, rest: str) -> LogSession | None:
         """The session ``rest`` (a line less its time) completes, if any."""
         m = PROGRAM.match(rest)
-        if m is not None and "exim" in m[2]:
+        exim_syslog = m is not None and "exim" in m[2]
+        if m is not None and exim_syslog:
             rest = rest[m.end() :]
             # Exim's own time stamp may follow when syslog has a prefix too.
             stamp = EXIM_TIME.match(rest)
@@ -85,10 +90,12 @@ class EximAdapter:
         p = _PID.match(rest)
         if p is not None:
             rest = rest[p.end() :]
+        if exim_syslog or _ID.match(rest) or "SSL verify error" in rest or _TLS_ERROR_TEXT in rest:
+            self.recognized += 1
         if "SSL verify error" in rest:
             self._verify_error(when, rest)
             return None
-        if "TLS error on connection" in rest and not _ID.match(rest):
+        if _TLS_ERROR_TEXT in rest and not _ID.match(rest):
             self._tls_error(when, rest)
             return None
         i = _ID.match(rest)

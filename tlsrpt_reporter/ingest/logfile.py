@@ -1,10 +1,12 @@
 """``tlsrpt-reporter ingest-log``: read an MTA's log, fold its TLS outcomes into the store.
 
-Files are read once, in the order given (``.gz`` rotated logs too; ``-`` is standard input,
-flushed at least once a second so ``journalctl -f | ... -`` keeps the store current). With
-``follow`` one file is tailed across rotation and truncation; its position and the adapter's
-open connections are written in the same transaction as the counts they produced, so a
-restart neither counts a line twice nor skips one.
+Files given are read once each, in order (``.gz`` rotated logs too; ``-`` is standard input,
+flushed at least once a second so ``journalctl -f | ... -`` keeps the store current), each from
+where it was read before: :mod:`tlsrpt_reporter.ingest.read_once`. With ``follow`` (this
+module) one file is tailed across rotation and truncation; its position and the adapter's open
+connections are written in the same transaction as the counts they produced, so a restart
+neither counts a line twice nor skips one. A followed file without a saved position of its own
+goes on from where ``ingest-log FILE`` read it, when it did.
 """
 
 from __future__ import annotations
@@ -14,148 +16,23 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-from tlsrpt_reporter.errors import TlsRptError
+from tlsrpt_reporter.errors import InputError, TlsRptError
+from tlsrpt_reporter.ingest import identity
 from tlsrpt_reporter.ingest import lines as reading
-from tlsrpt_reporter.ingest.exim_log import EximAdapter
-from tlsrpt_reporter.ingest.log_session import LogSession
-from tlsrpt_reporter.ingest.log_time import LineClock, YearGuess, zone
-from tlsrpt_reporter.ingest.postfix_log import PostfixAdapter
-from tlsrpt_reporter.ingest.replay import Folder
+from tlsrpt_reporter.ingest.log_time import YearGuess
+from tlsrpt_reporter.ingest.read_once import ingest_files
+from tlsrpt_reporter.ingest.run import FORMATS, IngestResult, Run, Where, make_adapter
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.store import ingest_position as positions
 
 log = logging.getLogger("tlsrpt_reporter.ingest.logfile")
 
-FORMATS = ("postfix", "exim")
-_BATCH_LINES = 50_000
-_FLUSH_SECONDS = 1.0
+__all__ = ["FORMATS", "IngestResult", "follow", "ingest_files", "make_adapter"]
+
+
 _REPORT_SECONDS = 600.0
-
-
-class Adapter(Protocol):
-    """What a log adapter offers the driver."""
-
-    counts: Counter[str]
-
-    def feed(self, when: float, rest: str) -> LogSession | None: ...
-    def snapshot(self) -> dict[str, Any]: ...
-    def restore(self, data: dict[str, Any]) -> None: ...
-
-
-def make_adapter(fmt: str) -> Adapter:
-    """The adapter for ``fmt`` (one of :data:`FORMATS`)."""
-    if fmt == "postfix":
-        return PostfixAdapter()
-    if fmt == "exim":
-        return EximAdapter()
-    raise TlsRptError(f"unknown log format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-@dataclass
-class IngestResult:
-    """What an ingest run read and stored."""
-
-    lines: int = 0
-    sessions: int = 0
-    days: tuple[str, ...] = ()
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        """One line for the operator; the line kinds, most frequent first."""
-        kinds = ", ".join(f"{k} {n}" for k, n in self.counts.most_common())
-        return (
-            f"{self.lines} lines read, {self.sessions} sessions stored; "
-            f"days: {', '.join(self.days) or 'none'}; lines by kind: {kinds or 'none'}"
-        )
-
-
-class _Run:
-    """One ingest run: the adapter, the clock and the folder share one state."""
-
-    def __init__(self, conn: sqlite3.Connection, fmt: str, tz_name: str | None) -> None:
-        self.conn = conn
-        self.fmt = fmt
-        self.adapter = make_adapter(fmt)
-        self.clock = LineClock(zone(tz_name))
-        self.folder = Folder(conn)
-        self.lines = 0
-        self.pending_lines = 0
-        self.last_flush = time.monotonic()
-
-    def line(self, raw: bytes) -> None:
-        self.lines += 1
-        self.pending_lines += 1
-        if len(raw) > reading.MAX_LINE:
-            self.adapter.counts["line-too-long"] += 1
-            raw = raw[: reading.MAX_LINE]
-        text = raw.decode("utf-8", "replace").rstrip("\r\n")
-        parsed = self.clock.parse(text)
-        if parsed is None:
-            self.adapter.counts["no-timestamp" if text.strip() else "blank"] += 1
-            return
-        session = self.adapter.feed(*parsed)
-        if session is not None:
-            self.folder.add(session.when, session.datagram())
-
-    def due(self) -> bool:
-        return self.pending_lines >= _BATCH_LINES or (
-            self.pending_lines > 0 and time.monotonic() - self.last_flush >= _FLUSH_SECONDS
-        )
-
-    def flush(self, position: tuple[str, int, int, int] | None = None) -> None:
-        extra: tuple[store.Statement, ...] = ()
-        if position is not None:
-            path, device, inode, offset = position
-            state = {"adapter": self.adapter.snapshot(), "years": self.clock.years.snapshot()}
-            saved = positions.IngestPosition(device, inode, offset, state)
-            extra = (positions.save_statement(path, self.fmt, saved, time.time()),)
-        self.folder.flush(extra)
-        self.pending_lines = 0
-        self.last_flush = time.monotonic()
-
-    def result(self) -> IngestResult:
-        return IngestResult(
-            self.lines,
-            self.folder.sessions,
-            tuple(sorted(self.folder.days)),
-            Counter(self.adapter.counts),
-        )
-
-
-def ingest_files(
-    paths: list[str], fmt: str, db: str, tz_name: str | None, stop: threading.Event | None = None
-) -> IngestResult:
-    """Read each file once, in order, into the collector database ``db``."""
-    stop = stop or threading.Event()
-    conn = store.connect(db)
-    run = _Run(conn, fmt, tz_name)
-    try:
-        for path in paths:
-            if path == "-":
-                stream = reading.lines_of(reading.stdin_chunks(stop))
-            else:
-                stream = reading.file_lines(path)
-            for raw in stream:
-                if raw is not None:
-                    run.line(raw)
-                if run.due():
-                    run.flush()
-                if stop.is_set():
-                    break
-            if stop.is_set():
-                break
-        run.flush()
-    finally:
-        conn.close()
-    return run.result()
-
-
-# ---- following one file across rotation -------------------------------------------------
 
 
 class _Tail:
@@ -210,6 +87,14 @@ class _Tail:
         self.offset += sum(len(line) for line in last)
         return out + last
 
+    def where(self, key: str) -> Where:
+        """The position to save under ``key``: up to :attr:`offset`, with the file's identity."""
+        fd = self.fh.fileno()
+        start = max(0, self.offset - identity.CHECK_BYTES)
+        head = os.pread(fd, identity.HEAD_BYTES, 0)
+        before = os.pread(fd, self.offset - start, start)
+        return Where(key, self.device, self.inode, self.offset, identity.identity(head, before))
+
     def close(self) -> None:
         self.fh.close()
 
@@ -249,10 +134,10 @@ def follow(
     """
     key = os.path.abspath(path)
     conn = store.connect(db)
-    run = _Run(conn, fmt, tz_name)
+    run = Run(conn, fmt, tz_name)
     tail: _Tail | None = None
     try:
-        saved = positions.load(conn, key)
+        saved = _saved(conn, key, fmt, path)
         tail = _open_for_follow(path, saved, run, stop, from_end)
         if tail is not None:
             log.info("following %s (%s) from byte %d", path, fmt, tail.offset)
@@ -272,17 +157,20 @@ def follow(
                 elif tail.replaced():
                     for raw in tail.rest():
                         run.line(raw)
-                    run.flush((key, tail.device, tail.inode, tail.offset))
+                    run.flush(tail.where(key))
                     tail.close()
                     log.info("%s was rotated: following the new file", path)
                     tail = _Tail(path, 0)
-                    run.flush((key, tail.device, tail.inode, 0))
+                    run.flush(tail.where(key))
                 else:
+                    problem = run.wrong_format(evidence_needed=True)
+                    if problem is not None:
+                        raise problem
                     stop.wait(reading.POLL_SECONDS)
             if run.due() or (not lines and run.pending_lines):
-                run.flush((key, tail.device, tail.inode, tail.offset))
+                run.flush(tail.where(key))
         if tail is not None:
-            run.flush((key, tail.device, tail.inode, tail.offset))
+            run.flush(tail.where(key))
     finally:
         if tail is not None:
             tail.close()
@@ -293,7 +181,7 @@ def follow(
 def _open_for_follow(
     path: str,
     saved: positions.IngestPosition | None,
-    run: _Run,
+    run: Run,
     stop: threading.Event,
     from_end: bool,
 ) -> _Tail | None:
@@ -335,9 +223,40 @@ def _open_for_follow(
                 saved.offset,
             )
         tail = _open(path, 0)
-        run.flush((key, tail.device, tail.inode, 0))
+        run.flush(tail.where(key))
         return tail
-    return _open(path, st.st_size if from_end else 0)
+    if from_end:
+        return _open(path, st.st_size)
+    tail = _open(path, 0)
+    # Read before by ``ingest-log FILE`` (known by content): go on from there.
+    head = os.pread(tail.fh.fileno(), identity.HEAD_BYTES, 0)
+    row = identity.find(positions.load_all(run.conn), run.fmt, head)
+    if row is not None:
+        offset = row.position.offset
+        start = max(0, offset - identity.CHECK_BYTES)
+        decision = identity.resume(path, row, os.pread(tail.fh.fileno(), offset - start, start))
+        if decision.known and offset <= st.st_size:
+            run.adapter.restore(row.position.state.get("adapter", {}))
+            run.clock.years = YearGuess.restore(row.position.state.get("years", {}))
+            tail.restart(offset)
+            log.info("%s was read before by ingest-log up to byte %d", path, offset)
+    return tail
+
+
+def _saved(
+    conn: sqlite3.Connection, key: str, fmt: str, path: str
+) -> positions.IngestPosition | None:
+    """The position saved for following ``key``; InputError when it was read as another
+    format (its saved state is that adapter's)."""
+    for row in positions.load_all(conn):
+        if row.key == key:
+            if row.fmt != fmt:
+                raise InputError(
+                    f"ingest-log: {path} was read as {row.fmt} before, not {fmt}: use "
+                    f"--format {row.fmt}"
+                )
+            return row.position
+    return None
 
 
 def _open(path: str, offset: int) -> _Tail:

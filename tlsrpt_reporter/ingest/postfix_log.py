@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from tlsrpt_reporter.ingest.log_session import (
@@ -82,6 +82,9 @@ class PostfixAdapter:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        # Lines of a Postfix program, whatever they say: none at all means the log is not
+        # Postfix's (a wrong --format).
+        self.recognized = 0
         self._connections: dict[str, _Connection] = {}
 
     def feed(self, when: float, rest: str) -> LogSession | None:
@@ -90,6 +93,7 @@ class PostfixAdapter:
         if m is None or "postfix" not in m[2]:
             self.counts["not-postfix"] += 1
             return None
+        self.recognized += 1
         program, msg = m[2], rest[m.end() :]
         if program.endswith("/lmtp"):  # Postfix reports smtp only (docs/operating.md, "Postfix")
             self.counts["lmtp"] += 1
@@ -242,7 +246,12 @@ class PostfixAdapter:
 
     def snapshot(self) -> dict[str, Any]:
         """The open connections, to resume exactly where a stopped follower left off."""
-        return {key: asdict(conn) for key, conn in self._connections.items()}
+        # Not dataclasses.asdict: its deep copy made each save of a position cost seconds with
+        # thousands of open connections.
+        return {
+            key: {**vars(conn), "counted": list(conn.counted)}
+            for key, conn in self._connections.items()
+        }
 
     def restore(self, data: dict[str, Any]) -> None:
         """The inverse of :meth:`snapshot`."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tlsrpt_reporter.errors import DatagramRejected, TlsRptError
+from tlsrpt_reporter.logs import Progress
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.wire.aggregate import Aggregate
 from tlsrpt_reporter.wire.decode import CachingDecoder
@@ -71,8 +72,12 @@ def to_socket(path: str, socket_path: str, rate: float | None, wait: bool) -> Re
     """
     skipped = 0
     start = time.perf_counter()
-    with DatagramSender(socket_path, sndbuf=MTA_LIKE_SNDBUF) as sender:
+    with (
+        DatagramSender(socket_path, sndbuf=MTA_LIKE_SNDBUF) as sender,
+        Progress(f"replaying {Path(path).name}", _size(path), unit="bytes") as progress,
+    ):
         for index, line in enumerate(read_lines(path)):
+            progress.advance(len(line) + 1)
             if not line.strip():
                 skipped += 1
                 continue
@@ -98,7 +103,16 @@ _TS_MEMBER = re.compile(rb'\s*"ts"\s*:\s*"([^"\\]{1,64})"\s*,?')
 # Lines per write: larger batches fold more repeats (fewer decodes and upserts); memory is
 # bounded by the distinct sessions of one batch.
 _FLUSH_EVERY = 250_000
-_PROGRESS_EVERY = 50_000
+
+
+def _size(path: str) -> int:
+    """The size of a session log for progress (0 for standard input or a pipe: no total)."""
+    if path == "-":
+        return 0
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # reading it says what is wrong
 
 
 @dataclass(frozen=True)
@@ -175,12 +189,14 @@ def into_db(path: str, db: str) -> IntoDbResult:
     conn = store.connect(db)
     folder = Folder(conn)
     skipped = 0
-    progress = sys.stderr.isatty()
+    progress = Progress(f"replaying {Path(path).name}", _size(path), unit="bytes")
     now = time.time()
     add, split = folder.add, split_ts  # the loop runs a million times: local names
     number = 0
     try:
         for block in read_blocks(path):
+            # Bytes of the block's lines and their newlines: the bar's unit is the file's size.
+            progress.advance(sum(map(len, block)) + len(block))
             for line in block:
                 number += 1
                 if not line or line.isspace():
@@ -191,17 +207,12 @@ def into_db(path: str, db: str) -> IntoDbResult:
                 except TlsRptError:
                     when, raw = None, b""
                 add(now if when is None else when, raw)
-                if number % _PROGRESS_EVERY == 0:
-                    if number % _FLUSH_EVERY == 0:
-                        folder.flush()
-                    if progress:
-                        sys.stderr.write(f"\rreplayed {number:,} lines")
-                        sys.stderr.flush()
+                if number % _FLUSH_EVERY == 0:
+                    folder.flush()
         folder.flush()
     finally:
         conn.close()
-        if progress:
-            sys.stderr.write("\n")
+        progress.close()
     return IntoDbResult(folder.sessions, folder.rejected, skipped, tuple(sorted(folder.days)))
 
 

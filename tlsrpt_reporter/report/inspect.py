@@ -7,6 +7,10 @@ bytes into a report is :mod:`tlsrpt_reporter.report.reading`'s job; validation i
 own schema (:mod:`tlsrpt_reporter.report.schema`), the one our reports must meet, which is stricter
 than RFC 8460 in places (UTC ``Z`` times, arrays for ``mx-host``).
 
+Reading files and folders, and the one-line verdicts of many files, are
+:mod:`tlsrpt_reporter.report.inspect_files`'s; the DKIM verdict on a mail is
+:mod:`tlsrpt_reporter.report.inspect_dkim`'s.
+
 Rendering is pure and tolerates any shape: a received report is untrusted input, so every value
 is shown with control characters replaced (no terminal escapes) and long values shortened.
 """
@@ -14,20 +18,14 @@ is shown with control characters replaced (no terminal escapes) and long values 
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter.errors import ConfigError, TlsRptError
 from tlsrpt_reporter.report import reading as report_file
 from tlsrpt_reporter.report import schema
+from tlsrpt_reporter.report.inspect_dkim import DkimVerdict
 from tlsrpt_reporter.report.result_types import ADVICE
 
-EXIT_OK, EXIT_FAILURE = 0, 1
-# A compressed report or mail bigger than this is refused unread (the JSON limit is
-# report_file.MAX_REPORT_BYTES).
-MAX_FILE_BYTES = 50 * 1024 * 1024
 _SHOW = 120
 
 
@@ -48,23 +46,34 @@ def problems(report: report_file.ReportFile) -> tuple[list[str], list[str]]:
     errors: list[str] = []
     warnings: list[str] = []
     for violation in schema.violations(report.document):
+        if _free_form(violation):
+            continue
         where = json_path(violation.path)
         why = _house_rule(violation)
         if why:
-            warnings.append(f"{where}: {_clean(repr(violation.value))}: {why}")
+            warnings.append(f"{where}: {clean(repr(violation.value))}: {why}")
         else:
-            errors.append(f"{where}: {_clean(violation.message, 300)}")
+            errors.append(f"{where}: {clean(violation.message, 300)}")
     return errors + list(report.problems), warnings
+
+
+def _free_form(violation: schema.Violation) -> bool:
+    """A violation of a format only our own reports keep, which says nothing about anyone
+    else's: RFC 8460 §4.4 makes report-id any unique text (only the mail's Subject, §5.3, needs
+    a msg-id; large senders write a time stamp and the domain). Our builder checks its own
+    report-ids against the schema before anything is sent."""
+    return (
+        violation.path == ("report-id",)
+        and violation.keyword == "pattern"
+        and isinstance(violation.value, str)
+        and violation.value.strip() != ""
+    )
 
 
 def _house_rule(violation: schema.Violation) -> str:
     """Why a violation is only of this project's own sending rules, or "" when it is real."""
     if violation.keyword != "pattern" or not isinstance(violation.value, str):
         return ""
-    if violation.path == ("report-id",):
-        # RFC 8460 §4.4: report-id is any unique identifier; only the mail's Subject (§5.3)
-        # needs a msg-id. Some large senders write a time stamp and the domain.
-        return "RFC 8460 §4.4 allows any unique text; we send msg-ids only"
     if violation.path[-1:] in (("start-datetime",), ("end-datetime",)):
         try:
             dt.datetime.fromisoformat(violation.value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -80,12 +89,21 @@ def render(
     report: report_file.ReportFile,
     invalid: Sequence[str],
     warnings: Sequence[str] = (),
+    dkim: DkimVerdict | None = None,
 ) -> str:
-    """The whole text ``inspect`` prints for a report read from ``name``."""
+    """The whole text ``inspect`` prints for a report read from ``name`` (``dkim``: the verdict
+    on the mail that carried it)."""
     doc = report.document
-    lines = [f"file:          {_clean(name)}: {report.form}, {report.json_bytes} bytes of JSON"]
-    lines += [f"mail:          {key}: {_clean(value)}" for key, value in report.mail_headers]
-    lines += [f"note:          {_clean(note)}" for note in report.notes]
+    lines = [f"file:          {clean(name)}: {report.form}, {report.json_bytes} bytes of JSON"]
+    lines += [f"mail:          {key}: {clean(value)}" for key, value in report.mail_headers]
+    if dkim is not None:
+        lines.append(f"DKIM:          {dkim.line()}")
+        if len(dkim.signatures) > 1:
+            lines += [
+                f"  signature  d={s.domain} s={s.selector}: {s.result}, {s.reason}"
+                for s in dkim.signatures
+            ]
+    lines += [f"note:          {clean(note)}" for note in report.notes]
     if invalid:
         lines.append(f"validation:    INVALID, {len(invalid)} problem(s):")
         lines += [f"  error    {problem}" for problem in invalid]
@@ -131,8 +149,8 @@ def render(
                 counts.setdefault(result_type, 0)
             mx = _field(detail, "receiving-mx-hostname")
             helo = detail.get("receiving-mx-helo")
-            if helo is not None and _clean(helo) != mx:
-                mx += f" (HELO {_clean(helo)})"
+            if helo is not None and clean(helo) != mx:
+                mx += f" (HELO {clean(helo)})"
             detail_rows.append(
                 [
                     str(number),
@@ -186,36 +204,12 @@ def _field(obj: dict[str, Any], key: str) -> str:
         return "-"
     value = obj[key]
     if isinstance(value, list):
-        return ", ".join(_clean(item) for item in value) or "[]"
-    return _clean(value)
+        return ", ".join(clean(item) for item in value) or "[]"
+    return clean(value)
 
 
-def _clean(value: Any, limit: int = _SHOW) -> str:
+def clean(value: Any, limit: int = _SHOW) -> str:
     """``value`` as one printable line: untrusted text must not drive the terminal."""
     text = value if isinstance(value, str) else str(value)
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def command(path: str) -> int:
-    """``tlsrpt-reporter inspect FILE``: 0 valid, 1 invalid or unreadable."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"inspect: {path} is not a file")
-    try:
-        with file.open("rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise TlsRptError(f"inspect: cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise TlsRptError(
-            f"inspect: {path} is larger than {MAX_FILE_BYTES} bytes; no report is that large"
-        )
-    try:
-        report = report_file.read_report(data)
-    except report_file.ReportFileError as exc:
-        print(f"inspect: {path}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    invalid, warnings = problems(report)
-    print(render(path, report, invalid, warnings), end="")
-    return EXIT_FAILURE if invalid else EXIT_OK

@@ -17,7 +17,7 @@ import selectors
 import sqlite3
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,22 +57,25 @@ def read_day(sources: Sequence[str], day: str, timeout: float = 300.0) -> DayDat
     for source in sources:
         try:
             if is_command(source):
-                lines = _run_command(source, day, timeout)
-                data.lines.extend(lines)
-                for line in lines:
+                lines, records = _run_command(source, day, timeout)
+                for key in records:
                     # The export does not carry when a record was seen: such records count as
                     # seen at the start of the day, so a local database's newer sighting wins.
-                    key = (line["domain"], line["record"])
                     data.records.setdefault(key, 0.0)
+                data.lines.extend(lines)
             else:
                 _read_database(source, day, data)
         except SourceError as exc:
             data.failed_sources.append(str(exc))
-    # The same gate as at intake, for what was stored before it existed (a database the
-    # upgraded collector has not migrated yet) and for what other collectors send: every value
-    # in canonical form, so that equal policies merge.
-    data.lines = [line for line in map(canon.export_line, data.lines) if line is not None]
     return data
+
+
+def _canonical(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same gate as at intake, for what was stored before it existed (a database the
+    upgraded collector has not migrated yet) and for what other collectors send: every value
+    in canonical form, so that equal policies merge. Line by line as they are read: a day's
+    lines are never held twice (a large provider's day holds hundreds of megabytes)."""
+    return [line for line in map(canon.export_line, lines) if line is not None]
 
 
 def _read_database(source: str, day: str, data: DayData) -> None:
@@ -81,7 +84,7 @@ def _read_database(source: str, day: str, data: DayData) -> None:
     except StoreError as exc:
         raise SourceError(f"{source}: {exc}") from None
     try:
-        lines = list(store.iter_day(conn, day))
+        lines = _canonical(store.iter_day(conn, day))
         seen = store.records_last_seen(conn, day)
     except sqlite3.Error as exc:
         raise SourceError(f"{source}: {exc}") from None
@@ -92,8 +95,11 @@ def _read_database(source: str, day: str, data: DayData) -> None:
         data.records[key] = max(last, data.records.get(key, last))
 
 
-def _run_command(source: str, day: str, timeout: float) -> list[dict[str, Any]]:
-    """Run a ``cmd:`` source and check every line it prints; all or nothing."""
+def _run_command(
+    source: str, day: str, timeout: float
+) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
+    """Run a ``cmd:`` source and check every line it prints; all or nothing: its lines in
+    canonical form, and the (domain, record) of every line."""
     try:
         argv = command_words(source, day)
     except ConfigError as exc:
@@ -111,14 +117,17 @@ def _run_command(source: str, day: str, timeout: float) -> list[dict[str, Any]]:
         tail = err.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
         raise SourceError(f"{source}: exit status {proc.returncode}: {tail or 'no message'}")
     lines = []
+    records = set()
     for number, raw in enumerate(out.splitlines(), 1):
         if not raw.strip():
             continue
         try:
-            lines.append(check_line(raw, day))
+            line = check_line(raw, day)
         except ValueError as exc:
             raise SourceError(f"{source}: line {number}: {exc}") from None
-    return lines
+        records.add((line["domain"], line["record"]))
+        lines += _canonical((line,))
+    return lines, records
 
 
 def _bounded_output(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes, str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tlsrpt_reporter.model import FailureDetail, Policy
 from tlsrpt_reporter.wire.aggregate import Aggregate, PolicyKey
+from tlsrpt_reporter.wire.recent import Recent
 
 UPSERT_POLICY = """
 INSERT INTO policy_count (policy_key, day, domain, record, policy_type, policy_domain,
@@ -55,9 +56,7 @@ def policy_key(key: PolicyKey) -> bytes:
     # repr() of a tuple of strings is unambiguous (quotes and separators are escaped) and fast.
     canon = (day, domain, record, p.policy_type, p.policy_domain, p.policy_string, p.mx_host)
     digest = _hash(repr(canon).encode("utf-8", "surrogatepass"))
-    if len(_POLICY_KEYS) >= _KEY_CACHE_LIMIT:
-        _POLICY_KEYS.clear()
-    _POLICY_KEYS[key] = digest
+    _POLICY_KEYS.put(key, digest)
     return digest
 
 
@@ -67,13 +66,17 @@ def detail_key(detail: FailureDetail) -> bytes:
     return _hash(repr(canon).encode("utf-8", "surrogatepass"))
 
 
+def _one(_key: PolicyKey) -> int:
+    return 1
+
+
 def _hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
 # The same keys come back flush after flush: hashing them once saves most of a flush's work.
-_POLICY_KEYS: dict[PolicyKey, bytes] = {}
-_KEY_CACHE_LIMIT = 5_000
+# Kept while they recur (a day's keys of busy domains), within 2 x 8,192 keys.
+_POLICY_KEYS: Recent[PolicyKey, bytes] = Recent(8192, 8192, _one)
 
 Rows = Iterable[tuple[Any, ...]]
 # One statement of a write batch and its parameter rows (``executemany``).

@@ -1,9 +1,12 @@
 """The reporter's state database: built reports and the delivery of each to each destination.
 
-Schema, version 4 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
-version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id``/``date``):
+Schema, version 5 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
+version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id``/``date``,
+version 4 ``suppressed`` and ``destination_day``, see ``store.suppressed``):
 
-``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once, all or nothing.
+``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once. ``build_due`` stores
+    its reports in batches, one transaction each, and this row after the last
+    (``store.report_batches``): a day without it is built again, keeping the reports stored.
 ``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``
     (fixed when built, so every retry reuses it), ``message_id`` (the stem each destination's
     Message-ID is made from), ``date`` (when it was built, RFC 5322 form), the record its
@@ -11,7 +14,11 @@ version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id`
     ``status``: ``pending`` (destinations not resolved yet) -> ``sending`` -> ``delivered`` (one
     destination accepted) | ``given-up`` | ``no-destination``.
 ``delivery``: one row per (report, destination URI): ``state`` ``pending`` |
-    ``failed-retrying`` | ``sent`` | ``given-up``, ``attempts``, ``first_attempt``,
+    ``failed-retrying`` | ``sent`` | ``given-up`` | ``skipped`` (never tried: the report
+    already goes to enough destinations on that host; ``detail`` says so) | ``suppressed``
+    (never tried: the destination is dead, ``store.suppressed``; ``detail`` says until when),
+    ``attempts``,
+    ``first_attempt``,
     ``next_attempt``, ``accepted_at``, ``last_error``, ``error_kind`` (the last error's kind,
     one of ``deliver.error_kinds.KINDS``; ``''`` in rows from version 1), ``detail``, and for
     a ``mailto:`` destination the mail's ``message_id`` and ``date``, fixed when it is first
@@ -21,13 +28,12 @@ version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id`
 ``meta``: ``key`` -> ``value``: this reporter instance's ``instance_id`` (see ``store.instance``).
 
 Every change is committed before the next network action, so a crash at any moment loses no
-pending report, and an attempt is recorded before it starts.
+pending report, and an attempt is recorded before it starts. A receiver's acceptance is
+committed on its own (``store.accepted``) the moment its final answer arrives.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,13 +42,14 @@ from typing import Any
 
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store import collected as store
+from tlsrpt_reporter.store import suppressed
 from tlsrpt_reporter.store.tx import transaction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 # Every value of report.status and delivery.state, in the order of their life.
 REPORT_STATUSES = ("pending", "sending", "delivered", "given-up", "no-destination")
-DELIVERY_STATES = ("pending", "failed-retrying", "sent", "given-up")
+DELIVERY_STATES = ("pending", "failed-retrying", "sent", "given-up", "skipped", "suppressed")
 
 _SCHEMA = """
 CREATE TABLE built_day (
@@ -88,6 +95,11 @@ CREATE TABLE delivery (
 );
 CREATE INDEX delivery_due ON delivery (state, next_attempt);
 """
+# The daily cap per destination counts a day's deliveries to one destination for every rua of
+# every report: without it each count scans the whole table (quadratic in the day's reports).
+_DELIVERY_BY_DESTINATION = (
+    "CREATE INDEX IF NOT EXISTS delivery_destination ON delivery (destination)"
+)
 _SET_ASIDE = """CREATE TABLE set_aside (
     day TEXT NOT NULL,
     domain TEXT NOT NULL,
@@ -99,6 +111,8 @@ _SET_ASIDE = """CREATE TABLE set_aside (
 )"""
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA += f"{_SET_ASIDE};\n{_META};\n"
+_SCHEMA += "".join(f"{table};\n" for table in suppressed.TABLES)
+_SCHEMA += f"{_DELIVERY_BY_DESTINATION};\n"
 # What each older version lacks, applied in order under one write lock.
 _MIGRATIONS = {
     1: ("ALTER TABLE delivery ADD COLUMN error_kind TEXT NOT NULL DEFAULT ''",),
@@ -114,11 +128,9 @@ _MIGRATIONS = {
         " WHERE attempts > 0 AND destination LIKE 'mailto:%'",
         _META,
     ),
+    4: suppressed.TABLES,
+    5: (_DELIVERY_BY_DESTINATION,),
 }
-
-
-class LockedError(StoreError):
-    """Another reporter process works on this state database."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,7 @@ class DeliveryRow:
     # A mailto: destination's Message-ID and Date once first handed over ('' before).
     message_id: str = ""
     date: str = ""
+    error_kind: str = ""  # of the last failed attempt ('' before any)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -186,35 +199,6 @@ def connect(path: str | Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open state database {path}: {store.explain(path, exc)}") from None
     return conn
-
-
-class ProcessLock:
-    """An exclusive lock next to the state database: one reporter process at a time."""
-
-    def __init__(self, db_path: str | Path) -> None:
-        self.path = Path(f"{db_path}.lock")
-        self._fd = -1
-
-    def __enter__(self) -> ProcessLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise LockedError(
-                f"another tlsrpt-reporter process holds {self.path}: "
-                "only one reporter may work on a state database at a time"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)
 
 
 def is_built(conn: sqlite3.Connection, day: str) -> bool:
@@ -320,7 +304,7 @@ def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[De
     """Deliveries to attempt now (all unfinished ones with ``force``)."""
     rows = conn.execute(
         "SELECT report, destination, state, attempts, first_attempt, next_attempt, message_id,"
-        " date FROM delivery WHERE state IN ('pending', 'failed-retrying')"
+        " date, error_kind FROM delivery WHERE state IN ('pending', 'failed-retrying')"
         " AND (? OR next_attempt <= ?) ORDER BY next_attempt",
         (force, now),
     )
@@ -336,13 +320,18 @@ def set_delivery(conn: sqlite3.Connection, report_id: int, destination: str, **v
     conn.execute(sql, (*values.values(), report_id, destination))
 
 
+# CROSS JOIN keeps delivery the outer loop (SQLite never reorders it), so the count looks the
+# destination up in its index; left to itself the planner walked every report of the day.
+SENT_TO_DESTINATION = (
+    "SELECT count(*) FROM delivery CROSS JOIN report ON report.id = delivery.report"
+    " WHERE report.day = ? AND delivery.destination = ?"
+    " AND delivery.state NOT IN ('given-up', 'skipped', 'suppressed')"
+)
+
+
 def sent_to_destination(conn: sqlite3.Connection, day: str, destination: str) -> int:
     """How many of ``day``'s reports already went (or are going) to ``destination``."""
-    row = conn.execute(
-        "SELECT count(*) FROM delivery JOIN report ON report.id = delivery.report"
-        " WHERE report.day = ? AND delivery.destination = ? AND delivery.state != 'given-up'",
-        (day, destination),
-    )
+    row = conn.execute(SENT_TO_DESTINATION, (day, destination))
     return int(row.fetchone()[0])
 
 
@@ -352,8 +341,9 @@ def refresh_report_status(conn: sqlite3.Connection, report_id: int) -> str:
                                          (report_id,))]  # fmt: skip
     if "sent" in states:
         status = "delivered"
-    elif states and all(s == "given-up" for s in states):
-        status = "given-up"
+    elif states and all(s in ("given-up", "skipped", "suppressed") for s in states):
+        # Nothing was tried when every destination is dead: not a failure of ours.
+        status = "no-destination" if set(states) == {"suppressed"} else "given-up"
     else:
         status = "sending"
     conn.execute("UPDATE report SET status = ? WHERE id = ?", (status, report_id))

@@ -8,12 +8,13 @@ may escape :func:`decode`, whatever the bytes.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any
 
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import DatagramRejected
 from tlsrpt_reporter.model import Datagram, FailureDetail, Policy, PolicyResult
-from tlsrpt_reporter.wire import canon
+from tlsrpt_reporter.wire import canon, shared
+from tlsrpt_reporter.wire.recent import Recent
 
 # Every reason a datagram can be rejected for; each is a per-day counter "rejected:<reason>".
 REJECT_REASONS = (
@@ -166,10 +167,17 @@ def _field_error(value: Any, key: str, kind: str, where: str) -> DatagramRejecte
 
 
 def _domain(raw: str, key: str, notes: _Notes) -> str:
+    if raw.isascii():
+        known = shared.DOMAINS.get(raw)
+        if known is not None:
+            return known
     try:
-        return normalize_domain(raw if raw.isascii() else _repair(raw, notes))
+        name = normalize_domain(raw if raw.isascii() else _repair(raw, notes))
     except ValueError as exc:
         raise DatagramRejected("invalid-domain", f"'{key}' {raw[:80]!r}: {exc}") from None
+    if raw.isascii():
+        shared.DOMAINS.put(raw, name)
+    return name
 
 
 def _entry_code(
@@ -220,47 +228,59 @@ def _policy_result(obj: Any, domain: str, notes: _Notes) -> PolicyResult:
     if total != len(details):
         # libtlsrpt does not keep these in step; count it, do not reject (docs/protocol.md).
         notes.items.add(NOTE_DETAIL_COUNT_MISMATCH)
-    try:
-        strings = canon.policy_strings(
-            policy_type, _string_list(obj, "policy-string", notes), notes.items
-        )
-    except canon.PolicyStringTooLong as exc:
-        raise DatagramRejected("policy-string-too-long", str(exc)) from None
-    key = (
+    raw = (
         policy_type,
         policy_domain,
-        strings,
-        canon.mx_hosts(_string_list(obj, "mx-host", notes), notes.items),
+        _string_list(obj, "policy-string", notes),
+        _string_list(obj, "mx-host", notes),
     )
-    policy = _POLICIES.get(key)
-    if policy is None:
-        policy = _intern(_POLICIES, key, Policy(*key))
+    # Hot path: the canonical forms of the same strings, computed once while they recur.
+    known = shared.POLICY_FORMS.get(raw)
+    if known is None:
+        known = _canonical_policy(raw)
+        shared.POLICY_FORMS.put(raw, known)
+    policy, found = known
+    if found:
+        notes.items.update(found)
     return PolicyResult(policy=policy, failed=final == 1, failure_details=details)
+
+
+def _canonical_policy(raw: shared.RawPolicy) -> shared.Canonical[Policy]:
+    """The policy of (type, domain, policy strings, MX patterns) in canonical form, shared with
+    equal ones, and the notes its canonical form took."""
+    policy_type, policy_domain, policy_strings, mx_hosts = raw
+    found: set[str] = set()
+    try:
+        strings = canon.policy_strings(policy_type, policy_strings, found)
+    except canon.PolicyStringTooLong as exc:
+        raise DatagramRejected("policy-string-too-long", str(exc)) from None
+    key = (policy_type, policy_domain, strings, canon.mx_hosts(mx_hosts, found))
+    return shared.policy(key), frozenset(found)
 
 
 def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
     code = _entry_code(
         obj, _DETAIL_ALLOWED, notes, array="failure-details", key="c", where="failure detail"
     )
-    raw: list[str | None] = []
+    found = notes.items
+    values: list[str | None] = []
     for key in _DETAIL_KEYS:
         value = obj.get(key)
         if value is None or value == "":
             # An empty string is as good as absent: reports never carry "" (RFC 8460 §4.4).
-            raw.append(None)
+            values.append(None)
         elif type(value) is str:
-            raw.append(value if value.isascii() else _repair(value, notes))
+            values.append(value if value.isascii() else _repair(value, notes))
         else:
             raise DatagramRejected("wrong-type", f"failure detail '{key}' is not a string")
     # The canonical forms (wire/canon.py): what is stored is always reportable.
-    found = notes.items
-    sending, name, ehlo, receiving, additional, reason = raw
+    sending, name, ehlo, receiving, additional, reason = values
     additional, reason = canon.additional_and_reason(additional, reason, found)
     values = [
-        canon.ip(sending, found),
-        canon.host(name, found),
-        canon.helo(ehlo, found),
-        canon.ip(receiving, found),
+        shared.canonical(shared.IPS, canon.ip, sending, found),
+        shared.canonical(shared.HOSTS, canon.host, name, found),
+        shared.canonical(shared.HELOS, canon.helo, ehlo, found),
+        shared.canonical(shared.IPS, canon.ip, receiving, found),
         additional,
         reason,
     ]
@@ -271,15 +291,11 @@ def _failure_detail(obj: Any, notes: _Notes) -> FailureDetail:
             reason = "policy-never-finished"
         else:
             reason = f"result-code-{code}"
-            notes.items.add(NOTE_UNKNOWN_RESULT_CODE)
+            found.add(NOTE_UNKNOWN_RESULT_CODE)
         original = values[-1]
         values[-1] = f"{reason}: {original}" if original else reason
         result_type = "validation-failure"
-    dkey = (result_type, *values)
-    detail = _DETAILS.get(dkey)
-    if detail is None:
-        detail = _intern(_DETAILS, dkey, FailureDetail(result_type, *values))
-    return detail
+    return FailureDetail(result_type, *values)
 
 
 def _string_list(obj: dict[str, Any], key: str, notes: _Notes) -> tuple[str, ...]:
@@ -301,21 +317,6 @@ def _repair(value: str, notes: _Notes) -> str:
     except UnicodeEncodeError:
         notes.items.add(NOTE_UTF8_REPAIRED)
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return value
-
-
-_T = TypeVar("_T")
-# Identical policies and failure details recur across datagrams: sharing one frozen object
-# saves building it again and makes the aggregate's dictionary lookups cheaper.
-_POLICIES: dict[tuple[Any, ...], Policy] = {}
-_DETAILS: dict[tuple[Any, ...], FailureDetail] = {}
-_INTERN_LIMIT = 4096
-
-
-def _intern(table: dict[tuple[Any, ...], _T], key: tuple[Any, ...], value: _T) -> _T:
-    if len(table) >= _INTERN_LIMIT:
-        table.clear()
-    table[key] = value
     return value
 
 
@@ -343,13 +344,24 @@ class CachingDecoder:
 
     Real traffic repeats itself (Postfix's success datagrams for a domain are byte-identical),
     and a decoded Datagram is immutable, so a hit skips JSON parsing and validation entirely.
-    The cache is cleared when full: cheaper than LRU bookkeeping on the hot path.
+    The cache keeps what recurs (:class:`~.recent.Recent`), at most ``max_entries`` and
+    ``max_bytes`` (raw datagrams and an estimate of their decoded objects); it starts at a
+    sixteenth of that and grows only while datagrams recur beyond what it holds. Datagrams
+    over 16 KiB are not cached: each would take the room of dozens of common ones.
     """
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, max_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_entries: int = 32768,
+        max_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.max_size = max_size
         self.max_entries = max_entries
-        self._cache: dict[bytes, Datagram] = {}
+        self.max_bytes = max_bytes
+        self._cache: Recent[bytes, Datagram] = Recent(
+            max_entries // 2, max_bytes // 2, _cached_bytes, min_entries=max_entries // 32
+        )
 
     def decode(self, data: bytes) -> Datagram:
         """Like :func:`decode`; rejections are not cached (they are rare and cheap to redo)."""
@@ -357,7 +369,17 @@ class CachingDecoder:
         if hit is not None:
             return hit
         datagram = decode(data, self.max_size)
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        self._cache[data] = datagram
+        if len(data) <= _MAX_CACHED:
+            self._cache.put(data, datagram)
         return datagram
+
+
+_MAX_CACHED = 16 * 1024
+# What a cached datagram costs beyond its bytes: the bytes object and dict slot, the Datagram,
+# its results and the strings the policies and details do not share (tracemalloc, CPython 3.11:
+# 400 to 700 bytes for samplegen's datagrams, and the more the longer the datagram).
+_DECODED_COST = 600
+
+
+def _cached_bytes(data: bytes) -> int:
+    return 2 * len(data) + _DECODED_COST
