@@ -196,7 +196,7 @@ def test_a_batch_of_built_reports_is_let_go_once_the_next_is_built(tmp_path: Pat
     assert build.result.reports == 40
 
 
-def test_storing_a_day_gives_back_the_wal_and_the_checkpoint_and_cache_settings(tmp_path: Path) -> None:
+def test_storing_a_day_gives_back_the_wal_and_its_settings(tmp_path: Path) -> None:
     collector = tmp_path / "collector.sqlite"
     _collect(collector, [f"d{i:03d}.example" for i in range(300)], mixed=300)
     conn = state.connect(tmp_path / "state.sqlite")
