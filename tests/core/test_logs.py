@@ -9,13 +9,12 @@ import calendar
 import logging
 import os
 import re
-import select
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from support import pty_run
 
 from tlsrpt_reporter import logs
 from tlsrpt_reporter.logs import Progress, RepeatLimiter
@@ -208,38 +207,10 @@ sys.stderr.write("END\\n")
 
 def on_a_pty(label: str, total: int) -> str:
     """What a child process writes to stderr when stderr is a real pty."""
-    master, slave = os.openpty()
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-c", PROGRESS_SCRIPT, label, str(total)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=slave,
-        )
-        os.close(slave)
-        slave = -1
-        out = bytearray()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
-                if child.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the child closed its end of the pty
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert child.wait(10) == 0, out
-    finally:
-        os.close(master)
-        if slave >= 0:
-            os.close(slave)
+    status, out = pty_run.on_a_pty([sys.executable, "-c", PROGRESS_SCRIPT, label, str(total)])
+    assert status == 0, out
     # The pty's line discipline turns "\n" into "\r\n".
-    return out.decode().replace("\r\n", "\n")
+    return out.replace("\r\n", "\n")
 
 
 def test_progress_on_a_terminal_draws_a_bar_with_done_total_rate_and_time_left() -> None:
