@@ -26,10 +26,10 @@ import time
 import aiosqlite
 
 from tlsrpt_collectd import check_config, listener, metrics, system
-from tlsrpt_collectd.intake import Intake, utc_day
+from tlsrpt_collectd.intake import Intake
 from tlsrpt_collectd.metrics_file import MetricsFile
 from tlsrpt_collectd.receiver import Senders
-from tlsrpt_reporter import __version__, logs
+from tlsrpt_reporter import __version__, logs, utc
 from tlsrpt_reporter.config import check as config_check
 from tlsrpt_reporter.config.load import DEFAULT_CONFIG_PATH
 from tlsrpt_reporter.config.schema import CollectdConfig
@@ -188,7 +188,7 @@ class Collector:
         return True
 
     async def _prune(self, db: aiosqlite.Connection) -> None:
-        before = utc_day(time.time() - self.cfg.retention_days * 86400)
+        before = utc.day(time.time() - self.cfg.retention_days * 86400)
         try:
             await store_async.prune(db, before)
         except sqlite3.Error as exc:

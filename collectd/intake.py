@@ -27,7 +27,7 @@ from tlsrpt_collectd.frames import (
     OVERSIZE_FLAG,
     UNKNOWN_ID,
 )
-from tlsrpt_reporter import logs
+from tlsrpt_reporter import logs, utc
 from tlsrpt_reporter.config.schema import CollectdConfig
 from tlsrpt_reporter.errors import DatagramRejected
 from tlsrpt_reporter.model import Datagram
@@ -48,11 +48,6 @@ _MAX_FRONT = 5_000
 _MAX_FRONT_BYTES = 4 * 1024 * 1024
 # Keys held in the aggregate that make the writer flush before the interval ends.
 _EARLY_FLUSH_KEYS = 10_000
-
-
-def utc_day(when: float) -> str:
-    """The UTC day of a Unix time as ``YYYY-MM-DD``."""
-    return time.strftime("%Y-%m-%d", time.gmtime(when))
 
 
 class Intake:
@@ -120,7 +115,7 @@ class Intake:
     def _day(self, when: float) -> str:
         number = int(when // 86400)
         if self._day_cache[0] != number:
-            self._day_cache = (number, utc_day(when))
+            self._day_cache = (number, utc.day(when))
         return self._day_cache[1]
 
     def _batch(

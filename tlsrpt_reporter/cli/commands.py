@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter import logs, safefile
+from tlsrpt_reporter import logs, safefile, utc
 from tlsrpt_reporter.cli import run_loop, status_metrics, status_view, summary_cmd, suppressed_cmd
 from tlsrpt_reporter.config import check as config_check
 from tlsrpt_reporter.config import identity
@@ -101,9 +101,9 @@ def cmd_build(
     ready = timing.ready_at(day, cfg.grace)
     if now < ready and not force:
         raise ConfigError(
-            f"{day} has not finished: it is ready to build at {_utc(ready)} (the end of the UTC "
-            f"day plus reporter.grace, {cfg.grace:g} s), in {_duration(ready - now)}; --force "
-            "builds it now from what was collected so far"
+            f"{day} has not finished: it is ready to build at {utc.minute(ready)} (the end of "
+            f"the UTC day plus reporter.grace, {cfg.grace:g} s), in {_duration(ready - now)}; "
+            "--force builds it now from what was collected so far"
         )
     _need_identity(cfg)
     keys = _keys(cfg)
@@ -154,10 +154,6 @@ def _dry_run_instance(cfg: ReporterConfig) -> tuple[str, str]:
     if stored:
         return stored, f"kept in {cfg.db}"
     return schedule.new_instance_id(), "random, for this dry run only: no state database yet"
-
-
-def _utc(when: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
 
 
 def _duration(seconds: float) -> str:

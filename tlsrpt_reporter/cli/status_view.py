@@ -13,13 +13,15 @@ import sqlite3
 import time
 from pathlib import Path
 
+from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.config.source_syntax import is_command
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.store import own_problems, report_status
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.summary import compute, gather
-from tlsrpt_reporter.summary.model import next_send_text, utc_time
+from tlsrpt_reporter.summary.model import next_send_text
+from tlsrpt_reporter.utc import minute as utc_time
 
 
 def open_state(db: str) -> sqlite3.Connection:
@@ -30,8 +32,8 @@ def open_state(db: str) -> sqlite3.Connection:
 
 def next_report_line(cfg: ReporterConfig, now: float) -> str:
     """When the next report goes out, and what it is, in one line."""
-    today = compute.utc_day(now)
-    yesterday = compute.utc_day(now - 86400)
+    today = utc.day(now)
+    yesterday = utc.day(now - 86400)
     facts = gather.read_state(cfg.db, compute.Window(yesterday, today), now)
     # Only a day not built yet can add a send time (built days' are in the state database);
     # yesterday stays unbuilt until it ends plus reporter.grace.

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.load import load as load_config
 from tlsrpt_reporter.errors import InputError
 from tlsrpt_reporter.store import reports as state
@@ -80,7 +81,8 @@ def status_lines(entries: list[store.Suppressed]) -> list[str]:
     lines = [f"suppressed destinations ({len(entries)}), no report goes to them until the date:"]
     for e in entries:
         lines.append(
-            f"    {_printable(e.destination)}  until {_utc(e.until)} (since {_utc(e.since)}, "
+            f"    {_printable(e.destination)}  until {utc.minute(e.until)} "
+            f"(since {utc.minute(e.since)}, "
             f"{e.failed_days} failed days): {_printable(e.reason)}"
         )
     lines.append("    `tlsrpt-reporter unsuppress DEST` (or --all) releases them now")
@@ -91,7 +93,3 @@ def _printable(value: str, limit: int = 300) -> str:
     # Destinations and errors come from DNS and remote servers: not for the terminal to run.
     text = "".join(ch if ch.isprintable() else "?" for ch in value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _utc(when: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.deliver import dead
 from tlsrpt_reporter.store import reports as state
@@ -71,7 +72,7 @@ class Tracker:
         if entry is not None:
             return entry
         days = store.history(conn, destination)
-        today = _day(now)
+        today = utc.day(now)
         if not dead.is_dead(days, today, self.cfg.dead_after_days):
             return None
         reason = next((d.last_error for d in days if d.day < today and d.last_error), "")
@@ -81,7 +82,7 @@ class Tracker:
         log.warning(
             "%s is suppressed until %s: every delivery to it failed on %d days in a row "
             "(%s = %d); the last error: %s. `tlsrpt-reporter unsuppress %s` releases it",
-            destination, _utc(entry.until), entry.failed_days, dead.DEAD_AFTER_KEY,
+            destination, utc.minute(entry.until), entry.failed_days, dead.DEAD_AFTER_KEY,
             self.cfg.dead_after_days, reason or "-", destination,
         )  # fmt: skip
         return entry
@@ -105,13 +106,13 @@ class Tracker:
     def delivered(self, destination: str) -> None:
         """Count an attempt ``destination`` accepted: its run of failed days ends."""
         if self.conn is not None:
-            store.record_outcome(self.conn, destination, _day(self.clock()), delivered=True,
+            store.record_outcome(self.conn, destination, utc.day(self.clock()), delivered=True,
                                  keep=self._keep)  # fmt: skip
 
     def failed(self, destination: str, exc: BaseException) -> None:
         """Count a failed attempt, when it failed at the destination's side."""
         if self.conn is not None and dead.at_destination(exc):
-            store.record_outcome(self.conn, destination, _day(self.clock()), delivered=False,
+            store.record_outcome(self.conn, destination, utc.day(self.clock()), delivered=False,
                                  error=str(exc), keep=self._keep)  # fmt: skip
 
     @property
@@ -122,16 +123,8 @@ class Tracker:
 
 def _detail(entry: store.Suppressed) -> str:
     text = (
-        f"suppressed until {_utc(entry.until)}: every delivery failed at the destination on "
+        f"suppressed until {utc.minute(entry.until)}: every delivery failed at the destination on "
         f"{entry.failed_days} days in a row ({dead.DEAD_AFTER_KEY}); the last error: "
         f"{entry.reason or '-'}"
     )
     return text[:1000]
-
-
-def _day(when: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(when))
-
-
-def _utc(when: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))

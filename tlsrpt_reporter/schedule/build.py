@@ -13,11 +13,10 @@ import logging
 import random
 import secrets
 import sqlite3
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from tlsrpt_reporter import __version__
+from tlsrpt_reporter import __version__, utc
 from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule.day_build import BuildResult, DayBuild
@@ -121,7 +120,7 @@ def _build_day(
         if now < until:
             log.warning(
                 "postponing %s until the sources answer (at most until %s): %s",
-                day, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until)),
+                day, utc.minute(until),
                 "; ".join(data.failed_sources),
             )  # fmt: skip
             return None

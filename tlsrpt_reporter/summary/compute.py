@@ -8,10 +8,10 @@ times stored in the state database.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tlsrpt_reporter import utc
 from tlsrpt_reporter.report.result_types import ADVICE
 from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store.summary_queries import DestinationCounts, Due
@@ -69,11 +69,6 @@ def is_day(value: str) -> bool:
         return dt.date.fromisoformat(value).isoformat() == value
     except ValueError:
         return False
-
-
-def utc_day(when: float) -> str:
-    """The UTC day ``when`` falls on."""
-    return time.strftime("%Y-%m-%d", time.gmtime(when))
 
 
 def summarize(
@@ -271,7 +266,7 @@ def next_send(
         options.append(NextSend(due.delivery_at, None, what))
     # The oldest collected day not built yet is built first; without one, today is next.
     unbuilt = [d for d in sorted(collected) if d not in built and collected[d].sessions]
-    day = unbuilt[0] if unbuilt else utc_day(now)
+    day = unbuilt[0] if unbuilt else utc.day(now)
     ready = timing.ready_at(day, grace)
     what = f"the reports of {day}, built when it ends plus reporter.grace"
     if not unbuilt:

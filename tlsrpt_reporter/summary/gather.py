@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.report import sources
@@ -24,7 +25,7 @@ def gather(
     cfg: ReporterConfig, now: float, *, days: int = 30, day: str | None = None, top: int = 50
 ) -> Summary:
     """The summary of the ``days`` days ending today (UTC), or ending ``day`` and detailing it."""
-    window = compute.Window.ending(day or compute.utc_day(now), days, day)
+    window = compute.Window.ending(day or utc.day(now), days, day)
     traffic, failed = read_traffic(cfg, window, now)
     return compute.summarize(
         traffic,

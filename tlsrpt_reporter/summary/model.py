@@ -8,11 +8,11 @@ disagree. Names follow RFC 8460 where it has one (``result_type``, sessions, fai
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlsrpt_reporter import utc
 from tlsrpt_reporter.store.summary_queries import DestinationCounts
 from tlsrpt_reporter.store.suppressed import Suppressed
 
@@ -197,11 +197,6 @@ def percent(share: float) -> str:
     return f"{share * 100:.2f} %"
 
 
-def utc_time(when: float) -> str:
-    """A moment as shown: UTC, to the minute."""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
-
-
 def next_send_text(next_send: NextSend, now: float) -> str:
     """When the next report goes out, in words."""
     if next_send.at is None:
@@ -209,7 +204,7 @@ def next_send_text(next_send: NextSend, now: float) -> str:
     if next_send.at <= now:
         when = "due now (at the next send run)"
     else:
-        when = utc_time(next_send.at)
+        when = utc.minute(next_send.at)
         if next_send.until is not None and next_send.until > next_send.at:
-            when += f" to {utc_time(next_send.until)}"
+            when += f" to {utc.minute(next_send.until)}"
     return f"{when}: {next_send.what}"

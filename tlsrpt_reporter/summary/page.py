@@ -23,8 +23,8 @@ from tlsrpt_reporter.summary.model import (
     next_send_text,
     percent,
     printable,
-    utc_time,
 )
+from tlsrpt_reporter.utc import minute as utc_time
 
 PAGE_NAME = "index.html"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"

@@ -20,8 +20,8 @@ from tlsrpt_reporter.summary.model import (
     next_send_text,
     percent,
     printable,
-    utc_time,
 )
+from tlsrpt_reporter.utc import minute as utc_time
 
 # Wide enough for the tables when the output is a pipe or a file (rich would take 80).
 _PIPE_WIDTH = 160
