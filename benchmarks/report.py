@@ -135,7 +135,7 @@ def run(domains: int, count: int, batch_size: int) -> dict[str, Any]:
         # Spread over the day as build_due does (a random order: random keys for the index).
         send_at = iter(send_times(len(build.domains), now, cfg.spread, random.Random(1)))
         times["build"] += time.perf_counter() - t
-        with report_batches.day_writes(conn):
+        with report_batches.day_writes(conn, DAY, now) as writer:
             while True:
                 t = time.perf_counter()
                 batch: Batch | None = next(batches, None)
@@ -149,13 +149,13 @@ def run(domains: int, count: int, batch_size: int) -> dict[str, Any]:
                 t = time.perf_counter()
                 for row in batch.rows:
                     row["send_at"] = next(send_at)
-                report_batches.store_batch(conn, DAY, batch.rows, [], now)
+                writer.store(batch.rows, [])
                 times["store"] += time.perf_counter() - t
                 del batch
             if pending:
                 sign(pending)
             t = time.perf_counter()
-            report_batches.finish_day(conn, DAY, now)
+            writer.finish()
         times["store"] += time.perf_counter() - t  # with the checkpoint on leaving
         conn.close()
     n = build.result.reports

@@ -28,8 +28,9 @@ from tlsrpt_reporter.store import reports as state
 
 log = logging.getLogger("tlsrpt-reporter")
 
-# Reports built, stored and let go together: one transaction each. The memory a day's build
-# holds is a batch's, not the day's (a provider's day has hundreds of thousands of reports).
+# Reports built, stored and let go together (several batches share a transaction: see
+# store.report_batches). The memory a day's build holds is a batch's, not the day's (a
+# provider's day has hundreds of thousands of reports).
 BATCH_SIZE = 500
 
 
@@ -87,7 +88,7 @@ def build_due(
     batch_size: int = BATCH_SIZE,
 ) -> list[BuildResult]:
     """Build every finished day not built yet and store its reports with their send times,
-    ``batch_size`` reports a transaction; retry once, by itself, what an older version of the
+    ``batch_size`` reports built at a time; retry once, by itself, what an older version of the
     program set aside."""
     retry_set_aside(cfg, conn, now, automatic=True)
     results = []
@@ -134,13 +135,14 @@ def _build_day(
     # the load stays flat without knowing in advance which reports will build.
     start = max(now, day_end(day) + cfg.grace)
     times = iter(send_times(len(build.domains), start, cfg.spread, rng))
-    with report_batches.day_writes(conn):
+    with report_batches.day_writes(conn, day, now) as writer:
         for batch in build.batches(batch_size):
             for row in batch.rows:
                 row["send_at"] = next(times)
-            aside = [(domain, reason, __version__) for domain, reason in batch.set_aside]
-            report_batches.store_batch(conn, day, batch.rows, aside, now)
-        stored = report_batches.finish_day(conn, day, now, note)
+            writer.store(
+                batch.rows, [(domain, reason, __version__) for domain, reason in batch.set_aside]
+            )
+        stored = writer.finish(note)
     result = build.result
     log.info(
         "built %d reports for %s (%d of them for MX hosts; %d domains never reported to; "
