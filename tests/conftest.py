@@ -6,12 +6,14 @@ Helpers that are not fixtures live in ``support/``; the real servers in ``rigs/`
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rigs.postgres import SUPERUSER, Cluster
 from support.collector import Collector, make_traversable, write_config
 from support.site import Site, make_site
 
@@ -76,3 +78,25 @@ def make_collector(shared_dir: Path) -> Iterator[Callable[..., Collector]]:
 def site(tmp_path: Path) -> Iterator[Site]:
     """A reporter site: SMTP, HTTPS and DNS test servers, a collected day, a configuration."""
     yield from make_site(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the whole run (rigs/postgres.py); every test that
+    uses it gets a database of its own (:func:`state_location`, the fleet fixtures)."""
+    cluster = Cluster()
+    cluster.start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``reporter.db`` for a test that runs against both state databases: a SQLite file, or
+    a fresh database of the session's PostgreSQL server as a ``postgresql://`` URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.sqlite")
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    name = f"state_{secrets.token_hex(6)}"
+    cluster.create_database(name)
+    return cluster.url(name, SUPERUSER)

@@ -17,6 +17,7 @@ from tlsrpt_reporter.config.schema import (
     DnsSettings,
     HttpsSettings,
     MailConfig,
+    PushConfig,
     ReporterConfig,
 )
 
@@ -30,6 +31,7 @@ SECTIONS = {
     "reporter.mail.dkim": {f.name for f in dataclasses.fields(DkimConfig)},
     "reporter.https": {f.name for f in dataclasses.fields(HttpsSettings)},
     "dns": {f.name for f in dataclasses.fields(DnsSettings)},
+    "push": {f.name for f in dataclasses.fields(PushConfig)},
 }
 _HEADER = re.compile(r"^(?:#\s*)?\[\[?([a-z.]+)\]\]?")
 _KEY = re.compile(r"^(?:#\s*)?([a-z_]+)\s*=")

@@ -36,6 +36,8 @@ UNITS = (
     "tlsrpt-reporter-send.service",
     "tlsrpt-reporter-send.timer",
     "tlsrpt-ingest-log.service",
+    "tlsrpt-push.service",
+    "tlsrpt-push.timer",
 )
 SERVICES = tuple(u for u in UNITS if u.endswith(".service"))
 # Where systemd/README.md installs the project, and so where every ExecStart= points.
@@ -71,6 +73,8 @@ ADDRESS_FAMILIES = {
     "tlsrpt-reporter.service": "AF_UNIX AF_INET AF_INET6",
     "tlsrpt-reporter-send.service": "AF_UNIX AF_INET AF_INET6",
     "tlsrpt-ingest-log.service": "AF_UNIX",
+    # PostgreSQL, over TCP or its Unix socket.
+    "tlsrpt-push.service": "AF_UNIX AF_INET AF_INET6",
 }
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # linux/prctl.h, Linux >= 6.3

@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tlsrpt_reporter import __version__, logs
-from tlsrpt_reporter.cli import check_record, commands, inspect_keys, summary_cmd, suppressed_cmd
+from tlsrpt_reporter.cli import (
+    check_record,
+    commands,
+    inspect_keys,
+    push_cmd,
+    summary_cmd,
+    suppressed_cmd,
+)
 from tlsrpt_reporter.config.load import DEFAULT_CONFIG_PATH, load_collectd
 from tlsrpt_reporter.config.schema import LOG_LEVELS
 from tlsrpt_reporter.demo import run as demo
@@ -82,6 +89,11 @@ def cmd_ingest_log(args: argparse.Namespace) -> int:
         result = ingest.ingest_files(args.files, args.format, db, args.timezone, stop)
     print(result.summary())
     return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Copy this MTA host's collected days into the fleet's PostgreSQL (docs/fleet.md)."""
+    return push_cmd.command(args.config, args.days, args.host)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -202,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest_log)
 
     p = sub.add_parser(
+        "push", parents=[common],
+        help="copy this MTA host's collected days into the fleet's PostgreSQL (docs/fleet.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--days", type=_whole(366), metavar="N",
+        help="finished days pushed besides today (default push.days, 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--host", metavar="NAME",
+        help="the host name the rows carry (default push.host, else the machine's host name)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser(
         "build", parents=[common], help="dry run: write a day's reports and signed mails to DIR"
     )
     p.add_argument("--day", required=True, type=_day, help="UTC day, YYYY-MM-DD")
@@ -316,6 +342,15 @@ def _count(most: int) -> Callable[[str], int]:
     def check(value: str) -> int:
         if not value.isdigit() or not 1 <= int(value) <= most:
             raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to {most}")
+        return int(value)
+
+    return check
+
+
+def _whole(most: int) -> Callable[[str], int]:
+    def check(value: str) -> int:
+        if not value.isdigit() or int(value) > most:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 0 to {most}")
         return int(value)
 
     return check

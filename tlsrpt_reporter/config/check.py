@@ -36,6 +36,7 @@ __all__ = [
     "collectd_verdict",
     "collecting",
     "collector_check",
+    "pushing",
     "sending",
 ]
 
@@ -52,7 +53,17 @@ def check_config(path: str | None) -> list[Finding]:
     except ConfigError as exc:
         return [Finding("error", str(exc))]
     read = Finding("ok", f"configuration read from {cfg.source or 'defaults (no file)'}")
-    return [read, *collecting(cfg.collectd), *sending(cfg, deferred)]
+    return [read, *collecting(cfg.collectd), *sending(cfg, deferred), *pushing(cfg)]
+
+
+def pushing(cfg: Config) -> list[Finding]:
+    """What ``push`` would do on this host (docs/fleet.md); nothing when ``[push]`` is unset."""
+    push = cfg.push
+    if not push.database:
+        return []
+    host = push.host or "this machine's host name"
+    return [Finding("ok", f"push: {cfg.collectd.db} as host {host} to {push.database}, today "
+                    f"and {push.days} days back (not connected now)")]  # fmt: skip
 
 
 def collector_check(path: str | None, **overrides: object) -> tuple[CollectdConfig, list[Finding]]:

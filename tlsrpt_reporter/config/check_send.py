@@ -15,7 +15,7 @@ from pathlib import Path
 from tlsrpt_reporter.config import identity
 from tlsrpt_reporter.config.findings import Finding
 from tlsrpt_reporter.config.schema import ReporterConfig
-from tlsrpt_reporter.config.source_syntax import command_words, is_command
+from tlsrpt_reporter.config.source_syntax import command_words, is_command, is_postgresql
 from tlsrpt_reporter.domain import organizational_domain
 from tlsrpt_reporter.errors import ConfigError, os_fix
 
@@ -29,7 +29,15 @@ def missing(rep: ReporterConfig) -> list[Finding]:
 
 
 def source(name: str) -> Finding:
-    """Whether a source can be read (a ``cmd:`` source's program found; it is not run)."""
+    """Whether a source can be read (a ``cmd:`` source's program found; it is not run; the
+    fleet's PostgreSQL is not connected to)."""
+    if is_postgresql(name):
+        hosts = getattr(name, "expected_hosts", ())
+        if not hosts:
+            return Finding("warning", f"source {name}: no reporter.expected_hosts, so a host "
+                           "that stops pushing goes unnoticed (docs/fleet.md)")  # fmt: skip
+        return Finding("ok", f"source {name} (not connected now), expecting pushes from "
+                       f"{', '.join(hosts)}")  # fmt: skip
     if is_command(name):
         program = command_words(name, "2000-01-01")[0]
         if shutil.which(program):

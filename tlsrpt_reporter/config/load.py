@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from tlsrpt_reporter.config import identity, sending_values
+from tlsrpt_reporter.config import fleet_values, identity, sending_values
 from tlsrpt_reporter.config import numbers as n
 from tlsrpt_reporter.config import values as v
 from tlsrpt_reporter.config.schema import (
@@ -28,13 +28,15 @@ from tlsrpt_reporter.config.schema import (
     DnsSettings,
     HttpsSettings,
     MailConfig,
+    PushConfig,
     ReporterConfig,
 )
+from tlsrpt_reporter.config.source_syntax import is_postgresql
 from tlsrpt_reporter.config.values import Fields, Table
 from tlsrpt_reporter.errors import ConfigError, os_fix
 
 DEFAULT_CONFIG_PATH = Path("/etc/tlsrpt-reporter/config.toml")
-SECTIONS = ("collectd", "reporter", "dns")
+SECTIONS = ("collectd", "reporter", "dns", "push")
 # The tables check-config reports among its other findings instead of stopping (see load()).
 DEFERRABLE = ("dns", "reporter.https")
 
@@ -69,6 +71,14 @@ def load_collectd(path: str | Path | None) -> CollectdConfig:
     return collectd
 
 
+def load_push(path: str | Path | None) -> tuple[CollectdConfig, PushConfig]:
+    """Read the file for ``push`` on an MTA host: ``[collectd]`` (its database) and ``[push]``
+    checked, the other sections only required to be tables (as :func:`load_collectd`)."""
+    data, source = _read(path)
+    collectd, _, _ = _head(data, _where(source))
+    return collectd, _push(_section(data, "push", _where(source)), collectd)
+
+
 def parse(
     data: Mapping[str, object],
     source: Path | None = None,
@@ -78,11 +88,12 @@ def parse(
     """Check an already-parsed TOML document (``deferred`` as in :func:`load`)."""
     collectd, reporter_table, dns_table = _head(data, _where(source))
     reporter, https_table = _reporter(reporter_table, collectd)
+    push = _push(_section(data, "push", _where(source)), collectd)
     # Checked last, as when their own modules read them: a bad [dns] or [reporter.https] table
     # is reported after everything else.
     dns = _deferrable("dns", _dns, dns_table, DnsSettings(), deferred)
     https = _deferrable("reporter.https", _https, https_table, HttpsSettings(), deferred)
-    return Config(collectd, dataclasses.replace(reporter, https=https), dns, source)
+    return Config(collectd, dataclasses.replace(reporter, https=https), dns, push, source)
 
 
 def override_collectd(cfg: CollectdConfig, **values: object) -> CollectdConfig:
@@ -230,9 +241,34 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
         sending_mta_ip=f.get("sending_mta_ip", v.sending_mta_ip, d.sending_mta_ip),
         summary_html=f.get("summary_html", v.directory, d.summary_html),
         redirect=f.get("redirect", sending_values.redirect, d.redirect),
+        expected_hosts=f.get("expected_hosts", fleet_values.hosts, d.expected_hosts),
         mail=mail,
     )
+    if cfg.expected_hosts and not any(is_postgresql(s) for s in cfg.sources):
+        raise ConfigError("reporter.expected_hosts names the hosts that push to the fleet's "
+                          "PostgreSQL, but reporter.sources has no postgresql:// entry: add "
+                          "it, or remove expected_hosts (docs/fleet.md)")  # fmt: skip
     return cfg, https
+
+
+def _push(table: Table, collectd: CollectdConfig) -> PushConfig:
+    known = sorted(f.name for f in dataclasses.fields(PushConfig))
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown key push.{key}; known: {', '.join(known)}")
+    f, d = Fields(table, "push."), PushConfig()
+    cfg = PushConfig(
+        database=f.get("database", fleet_values.optional_database, d.database),
+        host=f.get("host", fleet_values.optional_host, d.host),
+        days=f.get("days", v.integer(0, 366), d.days),
+    )
+    if cfg.database and cfg.days >= collectd.retention_days:
+        raise ConfigError(
+            f"push.days ({cfg.days}) must be less than collectd.retention_days "
+            f"({collectd.retention_days}): a day the collector has deleted would be pushed "
+            "as empty, deleting it from the fleet's database"
+        )
+    return cfg
 
 
 def _mail(table: object) -> MailConfig:

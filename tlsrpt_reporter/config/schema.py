@@ -2,8 +2,9 @@
 
 This module owns the names, types and defaults of every key (docs/operating.md lists them):
 ``[collectd]``, ``[reporter]``, ``[reporter.mail]``, ``[[reporter.mail.dkim]]``,
-``[reporter.https]`` and ``[dns]``, and :class:`Config` holding them all. ``HttpsSettings``
-and ``DnsSettings`` are the objects ``deliver.https`` and ``deliver.resolver`` work with.
+``[reporter.https]``, ``[dns]`` and ``[push]`` (docs/fleet.md), and :class:`Config` holding
+them all. ``HttpsSettings`` and ``DnsSettings`` are the objects ``deliver.https`` and
+``deliver.resolver`` work with.
 
 It must not read files or check values: ``config.load`` builds these objects from the TOML
 file and refuses what does not fit; code that builds them directly (tests, the demo) is
@@ -15,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tlsrpt_reporter.config.source_syntax import with_expected_hosts
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -138,11 +141,19 @@ class ReporterConfig:
     sending_mta_ip: str = "as-seen"
     # A directory: after each send the summary page (index.html) is written there; "" = off.
     summary_html: str = ""
+    # Hosts that push to a postgresql:// source (docs/fleet.md): a finished day one of them has
+    # not pushed waits, up to source_deadline. Attached to those sources when the object is
+    # made (source_syntax.FleetSource), so that whoever reads the sources sees them.
+    expected_hosts: tuple[str, ...] = ()
     # The first week: "mailto:ADDR" or "dir:PATH" gets every report instead of the published
     # rua (deliver.redirect); "" = off.
     redirect: str = ""
     mail: MailConfig = field(default_factory=MailConfig)
     https: HttpsSettings = field(default_factory=HttpsSettings)
+
+    def __post_init__(self) -> None:
+        """Attach ``expected_hosts`` to the ``postgresql://`` sources (frozen: set directly)."""
+        object.__setattr__(self, "sources", with_expected_hosts(self.sources, self.expected_hosts))
 
     def missing_identity(self) -> list[str]:
         """What must be set before anything may be sent (empty when complete)."""
@@ -168,10 +179,24 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """``[push]``: copying this MTA host's collected days into the fleet's PostgreSQL
+    (``tlsrpt-reporter push``, docs/fleet.md)."""
+
+    # A postgresql:// URL or a libpq conninfo, never with a password; "" = not set up.
+    database: str = ""
+    # The name this host's rows carry; "" = the machine's host name (socket.gethostname()).
+    host: str = ""
+    # Finished days pushed again each time (besides today), so a push that failed is made up.
+    days: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole file; ``source`` is the file read, or None when defaults were used."""
 
     collectd: CollectdConfig = field(default_factory=CollectdConfig)
     reporter: ReporterConfig = field(default_factory=ReporterConfig)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    push: PushConfig = field(default_factory=PushConfig)
     source: Path | None = None

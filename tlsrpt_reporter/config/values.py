@@ -16,8 +16,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TypeGuard, TypeVar
 
+from tlsrpt_reporter.config import fleet_values
 from tlsrpt_reporter.config.schema import LOG_LEVELS, RECORD_SOURCES, IPNetwork
-from tlsrpt_reporter.config.source_syntax import command_words, is_command
+from tlsrpt_reporter.config.source_syntax import command_words, is_command, is_postgresql
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError
 
@@ -257,10 +258,13 @@ def _strings(name: str, value: object) -> list[str]:
 
 
 def source_list(name: str, value: object) -> tuple[str, ...]:
-    """Collector databases and ``cmd:`` exports; a command must split into words."""
+    """Collector databases, ``cmd:`` exports and the fleet's ``postgresql://`` database; a
+    command must split into words, a URL must not hold a password."""
     entries = _strings(name, value)
     for source in entries:
-        if is_command(source):
+        if is_postgresql(source):
+            fleet_values.database(name, source, url_only=True)
+        elif is_command(source):
             try:
                 command_words(source, "2000-01-01")
             except ConfigError as exc:

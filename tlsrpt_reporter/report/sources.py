@@ -1,17 +1,20 @@
 """Reading a day's collected data from the reporter's sources (``reporter.sources``).
 
-A source is a collector database path, or ``cmd:`` and a command whose standard output is the
+A source is a collector database path, ``cmd:`` and a command whose standard output is the
 ``export`` JSON lines of one day (for example ``cmd:ssh mta2 tlsrpt-reporter export --day {day}``:
-several MTA hosts, one reporter). Commands run without a shell: the text is split like a shell
-would split it and ``{day}`` is replaced in each word afterwards, so nothing in the data can
-change what runs. Lines come out in the ``export`` shape, plus the time each (domain, record)
-was last seen where the source knows it, so the reporter can take the record seen last.
-Merging happens when a report is built: equal policies add up across sources.
+several MTA hosts, one reporter), or the fleet's PostgreSQL, which the MTA hosts push to
+(``postgresql://``, :mod:`.fleet_source`; a host that has not pushed the day counts as a failed
+source). Commands run without a shell: the text is split like a shell would split it and
+``{day}`` is replaced in each word afterwards, so nothing in the data can change what runs.
+Lines come out in the ``export`` shape, plus the time each (domain, record) was last seen where
+the source knows it, so the reporter can take the record seen last. Merging happens when a
+report is built: equal policies add up across sources.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import sqlite3
@@ -21,12 +24,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsrpt_reporter.config.source_syntax import command_words, is_command
+from tlsrpt_reporter.config.source_syntax import command_words, is_command, is_postgresql
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import ConfigError, StoreError
 from tlsrpt_reporter.model import DETAIL_FIELDS, POLICY_TYPES, RESULT_TYPES
+from tlsrpt_reporter.report import fleet_source
 from tlsrpt_reporter.store import collected as store
 from tlsrpt_reporter.wire import canon
+
+log = logging.getLogger("tlsrpt-reporter")
 
 # A command source cannot list its days: these finished days are asked for (one empty
 # answer costs one command run).
@@ -63,11 +69,25 @@ def read_day(sources: Sequence[str], day: str, timeout: float = 300.0) -> DayDat
                     # seen at the start of the day, so a local database's newer sighting wins.
                     data.records.setdefault(key, 0.0)
                 data.lines.extend(lines)
+            elif is_postgresql(source):
+                _read_fleet(source, day, timeout, data)
             else:
                 _read_database(source, day, data)
         except SourceError as exc:
             data.failed_sources.append(str(exc))
     return data
+
+
+def _read_fleet(source: str, day: str, timeout: float, data: DayData) -> None:
+    try:
+        fleet = fleet_source.read_day(source, day, timeout)
+    except StoreError as exc:
+        raise SourceError(f"{source}: {exc}") from None
+    data.lines.extend(fleet.lines)
+    for key, last in fleet.records.items():
+        data.records[key] = max(last, data.records.get(key, last))
+    # Each host the day lacks is a source that did not answer (the day waits for it).
+    data.failed_sources.extend(fleet.missing)
 
 
 def _canonical(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -239,8 +259,9 @@ def _check_detail(detail: Any) -> None:
 
 
 def days_with_data(sources: Sequence[str], now: float | None = None) -> list[str]:
-    """Every day a source may hold, sorted: the days a database has counters for, and for
-    command sources the last :data:`CMD_LOOKBACK_DAYS` finished UTC days."""
+    """Every day a source may hold, sorted: the days a database has counters for or some host
+    pushed to the fleet's, and for command sources the last :data:`CMD_LOOKBACK_DAYS`
+    finished UTC days."""
     days: set[str] = set()
     if any(is_command(source) for source in sources):
         today = int((time.time() if now is None else now) // 86400)
@@ -250,6 +271,12 @@ def days_with_data(sources: Sequence[str], now: float | None = None) -> list[str
         )
     for source in sources:
         if is_command(source):
+            continue
+        if is_postgresql(source):
+            try:
+                days.update(fleet_source.days(source))
+            except StoreError as exc:
+                log.warning("cannot list the days of %s: %s", source, exc)
             continue
         try:
             conn = store.connect(source, create=False)

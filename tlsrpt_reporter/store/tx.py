@@ -1,5 +1,7 @@
-"""The one way the project opens a write transaction on SQLite: :func:`transaction` for sqlite3
-connections and its twin :func:`async_transaction` for the collector daemon's aiosqlite one.
+"""The one way the project opens a write transaction: :func:`transaction` for a state database
+connection (sqlite3's, or PostgreSQL's through ``store.pg_state``, which turns the same
+``BEGIN IMMEDIATE`` into its own write lock) and its twin :func:`async_transaction` for the
+collector daemon's aiosqlite one.
 
 Both take the write lock at once (``BEGIN IMMEDIATE``): a deferred transaction that reads first
 fails at once with "database is locked" when it comes to write after another connection wrote
@@ -13,14 +15,20 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from tlsrpt_reporter.errors import StoreError
+from tlsrpt_reporter.store.state_db import StateDb
 
 if TYPE_CHECKING:
     import aiosqlite
 
+# sqlite3's connection, or the PostgreSQL state connection (store.pg_state).
+C = TypeVar("C", bound=StateDb)
+
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: C) -> Iterator[C]:
     """``with transaction(conn): ...``: BEGIN IMMEDIATE, COMMIT when the block ends, ROLLBACK
     when it raises (any exception, KeyboardInterrupt included), the exception re-raised.
 
@@ -33,9 +41,24 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException:
         # SQLite has already rolled back after some errors (a full disk, an I/O error): then
         # ROLLBACK fails with "no transaction is active", which must not hide the real error.
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, StoreError):
             conn.execute("ROLLBACK")
         raise
+
+
+@contextlib.contextmanager
+def savepoint(conn: C, name: str = "part") -> Iterator[C]:
+    """``with savepoint(conn): ...`` inside an open transaction: what the block wrote is undone
+    when it raises (the exception re-raised), kept for the transaction's COMMIT otherwise. A
+    batch of independent writes shares one commit and loses only the failing part."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        raise
+    finally:
+        conn.execute(f"RELEASE {name}")
 
 
 @contextlib.asynccontextmanager
