@@ -2,6 +2,7 @@
 
     python benchmarks/deliver.py [--reports 100000] [--lanes 4] [--domains-per-host 20]
                                  [--per-host-cap 2] [--deadline 300] [--profile]
+                                 [--profile-out FILE]
 
 Builds one report per domain (``--reports`` domains) with the project's own build, publishes
 each domain's ``_smtp._tls`` record in the loopback DNS server (half ``mailto:`` through the
@@ -21,6 +22,7 @@ import os
 import pstats
 import random
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -251,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 if profile is not None:
                     print_profile(profile)
+                    if args.profile_out:
+                        shutil.copyfile(profile, args.profile_out)
             db = stored(tmp / "reporter.sqlite")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     sinks = dataclasses.replace(sinks, cpu=cpu)
@@ -334,6 +338,8 @@ def main() -> int:
                         help="reporter.max_destinations_per_host")  # fmt: skip
     parser.add_argument("--deadline", type=float, default=300.0, help="reporter.attempt_deadline")
     parser.add_argument("--profile", action="store_true", help="run send under cProfile")
+    parser.add_argument("--profile-out", metavar="FILE", default="",
+                        help="with --profile: keep its data in FILE (for pstats)")  # fmt: skip
     args = parser.parse_args()
     print("\n".join(machine_lines()))
     return run(args)

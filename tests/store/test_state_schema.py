@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_reporter.store import instance
+from tlsrpt_reporter.store import instance, redirected
 from tlsrpt_reporter.store import reports as state
 
 
@@ -119,3 +119,24 @@ def test_the_daily_cap_count_looks_destinations_up_by_index_also_after_migrating
     )
     assert state.sent_to_destination(migrated, "2026-03-01", "mailto:t@a.example") == 1
     migrated.close()
+
+
+def test_the_redirect_origins_asked_before_every_attempt_come_by_the_primary_key(
+    tmp_path: Path,
+) -> None:
+    """With ``state = 'skipped'`` in its WHERE clause SQLite walked the (state, next_attempt)
+    index, every skipped delivery of every day, before each attempt (benchmarks/deliver.py)."""
+    conn = state.connect(tmp_path / "reporter.sqlite")
+    rows = conn.execute(f"EXPLAIN QUERY PLAN {redirected.DELIVERIES_OF_REPORT}", (1,)).fetchall()
+    plan = " | ".join(str(row[-1]) for row in rows)
+    assert "sqlite_autoindex_delivery_1 (report=?)" in plan
+    assert "delivery_due" not in plan
+    state.insert_day(conn, "2026-03-01", 1000.0, [_report("a.example", "r1@example.net")])
+    rows = [
+        ("mailto:a@a.example", "skipped", "redirected to dir:/x"),
+        ("mailto:b@a.example", "skipped", "other"),
+        ("mailto:c@a.example", "pending", "redirected to no"),
+    ]
+    state.add_destinations(conn, 1, rows, 0.0)
+    assert redirected.skipped_with_note(conn, 1, "redirected to ") == ["mailto:a@a.example"]
+    conn.close()

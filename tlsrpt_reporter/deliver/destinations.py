@@ -4,28 +4,46 @@
 The first step of a pass (:meth:`.sender.Sender.send_due`); the attempts are the sender's.
 A temporary DNS failure postpones the report with backoff (docs/sender-rules.md §1), and the
 lookups of a pass are counted so that a resolver that answers nothing is reported as our own
-problem rather than blamed on every domain.
+problem rather than blamed on every domain. The lookups run a few at once
+(:mod:`.lookahead`); their answers are stored in the order of the reports, a batch of them per
+transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from tlsrpt_reporter.config.schema import ReporterConfig
-from tlsrpt_reporter.deliver import plan, redirect
+from tlsrpt_reporter.deliver import lookahead, plan, redirect
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
-from tlsrpt_reporter.deliver.resolver import Resolver
+from tlsrpt_reporter.deliver.resolver import LookupResult, Resolver
 from tlsrpt_reporter.deliver.suppression import Tracker
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.tx import savepoint, transaction
 
 log = logging.getLogger("tlsrpt-reporter")
 
 # dnspython's wording for a server that did answer, with an error code ("answered SERVFAIL")
 _RCODE_ANSWER = re.compile(r"answered [A-Z]{4,}")
+
+
+# TLSRPT lookups in flight at once while a pass resolves its reports (deliver.lookahead).
+LOOKUPS_AT_ONCE = 16
+
+
+@dataclass(frozen=True)
+class _Looked:
+    """What looking a report's record up came to, before anything is stored."""
+
+    result: LookupResult | None = None  # None: the record came with the report, or see below
+    waiting: bool = False  # not asked: the resolver was found unreachable in this pass
+    error: Exception | None = None  # the lookup raised: a fault nobody foresaw
 
 
 class DestinationFinder:
@@ -49,6 +67,10 @@ class DestinationFinder:
         # The TLSRPT lookups that got an answer, that got none, and the last of those.
         self._answered = self._unanswered = 0
         self._last = ""
+        # (day, destination) -> the day's deliveries to it that count against the daily cap:
+        # read at its first use in the pass, then counted up as the pass stores deliveries,
+        # instead of a count over the table for every rua of every report.
+        self._sent: dict[tuple[str, str], int] = {}
 
     @property
     def dns_problem(self) -> str:
@@ -61,10 +83,50 @@ class DestinationFinder:
             "/etc/resolv.conf)"
         )
 
-    async def resolve(self, conn: sqlite3.Connection, row: state.ReportRow) -> None:
-        """Store the deliveries of report ``row``, or its status when it has none (yet)."""
+    async def resolve_all(
+        self, conn: sqlite3.Connection, rows: Iterable[state.ReportRow]
+    ) -> tuple[int, int]:
+        """Store the deliveries of every report of ``rows``, or its status when it has none
+        (yet); (how many were resolved, how many wait for the next pass: the resolver was
+        found unreachable before their record was asked for).
+
+        The lookups run a few at once (:mod:`.lookahead`); the answers are stored in the order
+        of ``rows``, each batch of them in one transaction, committed before the next lookup
+        starts.
+        """
+        resolved = waiting = 0
+        batches = lookahead.in_order(rows, self._look_up, LOOKUPS_AT_ONCE, _answered)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                ready = [(row, looked) for row, looked in batch if not looked.waiting]
+                waiting += len(batch) - len(ready)
+                if not ready:
+                    continue
+                with transaction(conn):
+                    for row, looked in ready:
+                        self._store_one(conn, row, looked)
+                resolved += len(ready)
+        return resolved, waiting
+
+    async def _look_up(self, row: state.ReportRow) -> _Looked:
+        if row.record:
+            return _Looked()
+        if self.resolver.unreachable:
+            # Left due, with no attempt counted: the next pass asks DNS again.
+            return _Looked(waiting=True)
         try:
-            await self._resolve(conn, row)
+            return _Looked(await self.resolver.lookup_tlsrpt(row.domain))
+        except Exception as exc:  # one report's trouble stays with that report
+            return _Looked(error=exc)
+
+    def _store_one(self, conn: sqlite3.Connection, row: state.ReportRow, looked: _Looked) -> None:
+        """Store one report's outcome inside the batch's transaction; what it wrote is undone
+        when it fails, and the report is retried later."""
+        try:
+            with savepoint(conn, "report"):
+                if looked.error is not None:
+                    raise looked.error
+                self._store(conn, row, looked.result)
         except Exception as exc:  # one report's trouble stays with that report
             self._failed(conn, row, exc)
 
@@ -83,15 +145,15 @@ class DestinationFinder:
             next_attempt=retry.next_attempt, last_error=why,
         )  # fmt: skip
 
-    async def _resolve(self, conn: sqlite3.Connection, row: state.ReportRow) -> None:
+    def _store(
+        self, conn: sqlite3.Connection, row: state.ReportRow, result: LookupResult | None
+    ) -> None:
         now = self.clock()
         record = row.record
-        if not record:
-            result = await self.resolver.lookup_tlsrpt(row.domain)
+        if result is not None:
             # An answer, even SERVFAIL from a domain's broken servers, shows the resolver works;
             # only lookups that got no answer at all point at our side.
-            unanswered = result.status == "temporary" and not _RCODE_ANSWER.search(result.detail)
-            if unanswered:
+            if _unanswered(result):
                 self._unanswered += 1
                 self._last = result.detail
             else:
@@ -128,7 +190,7 @@ class DestinationFinder:
             return
         for note in parsed.ignored:
             log.info("record of %s: %s", row.domain, note)
-        sent = {t: state.sent_to_destination(conn, row.day, t) for t in plan.targets(parsed)}
+        sent = {t: self._sent_today(conn, row.day, t) for t in plan.targets(parsed)}
         dead = {t: self.suppression.note_for(t) for t in plan.targets(parsed)}
         destinations = plan.destinations(
             parsed, sent, self.cfg.max_reports_per_destination, self.cfg.max_destinations_per_host,
@@ -143,10 +205,30 @@ class DestinationFinder:
             destinations = redirect.apply(destinations, self.cfg.redirect)
             log.info("report for %s (%s) redirected to %s (%s)",
                      row.domain, row.day, self.cfg.redirect, redirect.KEY)  # fmt: skip
-        state.add_destinations(
+        added = state.insert_destinations(
             conn, row.id, [(d.target, d.state, d.note) for d in destinations], now
         )
         state.refresh_report_status(conn, row.id)
+        for target, kind in added:  # last: a failure above leaves the counts as they were
+            if (row.day, target) in self._sent and kind not in state.UNCOUNTED_STATES:
+                self._sent[(row.day, target)] += 1
+
+    def _sent_today(self, conn: sqlite3.Connection, day: str, target: str) -> int:
+        """How many of ``day``'s reports go to ``target`` (``plan.CAP_NOTE``)."""
+        key = (day, target)
+        if key not in self._sent:
+            self._sent[key] = state.sent_to_destination(conn, day, target)
+        return self._sent[key]
+
+
+def _unanswered(result: LookupResult) -> bool:
+    """Whether a TLSRPT lookup got no answer at all (a fault on our side, not the domain's)."""
+    return result.status == "temporary" and not _RCODE_ANSWER.search(result.detail)
+
+
+def _answered(looked: _Looked) -> bool | None:
+    """For :func:`.lookahead.in_order`: None when no lookup was made."""
+    return None if looked.result is None else not _unanswered(looked.result)
 
 
 def _log_left_out(domain: str, destinations: list[plan.Destination]) -> None:

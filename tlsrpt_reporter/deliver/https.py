@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -190,6 +191,7 @@ async def post_report(
     resolve: Resolve,
     *,
     on_accepted: OnAccepted | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> PostResult:
     """POST the gzip report ``body`` to the https rua ``url`` (RFC 8460 §5.4).
 
@@ -199,14 +201,18 @@ async def post_report(
     HttpsDeliveryError for anything else: InvalidReportUrl and ForbiddenAddress are permanent,
     the rest retryable. ``on_accepted`` is called as soon as a 2xx status line arrives, before
     the answer's body is read: what goes wrong after that (a body cut off) still raises, though
-    the receiver has the report.
+    the receiver has the report. ``context``: the TLS context to use, made by
+    :func:`.https_client.ssl_context` from ``settings`` (one is made when it is None); the
+    sender makes one per pass.
     """
     target = parse_report_url(url)
     addresses = await checked_addresses(target, settings, resolve)
     total = settings.timeout * TOTAL_TIMEOUT_FACTOR
     try:
         async with asyncio.timeout(total):
-            return await _post_first_reachable(target, addresses, body, settings, on_accepted)
+            return await _post_first_reachable(
+                target, addresses, body, settings, on_accepted=on_accepted, context=context
+            )
     except TimeoutError:
         raise HttpsDeliveryError(
             f"POST {url}: no complete answer within {total:g}s (reporter.https.timeout x "
@@ -225,12 +231,16 @@ async def _post_first_reachable(
     addresses: list[IPAddress],
     body: bytes,
     settings: HttpsSettings,
+    *,
     on_accepted: OnAccepted | None,
+    context: ssl.SSLContext | None,
 ) -> PostResult:
     failures: list[_ConnectFailed] = []
     for ip in addresses:
         try:
-            return await _post_to(target, ip, body, settings, on_accepted)
+            return await _post_to(
+                target, ip, body, settings, on_accepted=on_accepted, context=context
+            )
         except _ConnectFailed as exc:
             failures.append(exc)
     if len(failures) == 1:
@@ -264,7 +274,9 @@ async def _post_to(
     ip: IPAddress,
     body: bytes,
     settings: HttpsSettings,
+    *,
     on_accepted: OnAccepted | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> PostResult:
     address = str(ip)
     where = f"POST {target.url} (to {address})"
@@ -285,7 +297,7 @@ async def _post_to(
     # The certificate is checked against the SNI name; an IP-literal rua sends no SNI and is
     # checked against the address, as ssl does for an IP server_hostname.
     extensions = {} if target.ip_literal is not None else {"sni_hostname": target.host}
-    async with client_for(settings) as client:
+    async with client_for(settings, context) as client:
         try:
             async with client.stream(
                 "POST", request_url, content=body, headers=headers, extensions=extensions

@@ -33,10 +33,18 @@ def ssl_context(settings: HttpsSettings, verify: bool | None = None) -> ssl.SSLC
     return context
 
 
-def client_for(settings: HttpsSettings) -> httpx.AsyncClient:
-    """The HTTP client of one POST: TLS as :func:`ssl_context` says, nothing from the
-    environment, no redirects, ``settings.timeout`` for each phase."""
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context(settings), trust_env=False, retries=0)
+def client_for(settings: HttpsSettings, context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """The HTTP client of one POST: TLS as :func:`ssl_context` says (``context``, made from
+    ``settings`` when None), nothing from the environment, no redirects, ``settings.timeout``
+    for each phase.
+
+    A client per POST, never shared: its pool would key connections by the checked address
+    the request names, and a second rua host on that address would be sent over the first
+    one's TLS session (its SNI, its certificate). The TLS context is shared freely: building
+    one loads the CA bundle, the cost that matters with thousands of POSTs in a pass.
+    """
+    verify = context if context is not None else ssl_context(settings)
+    transport = httpx.AsyncHTTPTransport(verify=verify, trust_env=False, retries=0)
     # No proxy, netrc credentials or CA bundle from the environment: a proxy would connect to
     # the name itself, undoing the address check. The explicit transport already keeps httpx
     # from mounting *_PROXY variables; trust_env=False says so and covers netrc.

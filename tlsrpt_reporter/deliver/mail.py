@@ -53,6 +53,8 @@ _FOLD_AT = 78  # RFC 5322 §2.1.1: a line SHOULD NOT exceed 78 characters
 _MAX_ORIGINS = 10
 _MAX_ORIGIN = 200
 _CRLF = b"\r\n"
+# ASCII control characters (CR and LF among them) and DEL: never inside a header line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class MailCompositionError(DeliveryError):
@@ -260,7 +262,7 @@ def _header_line(name: str, value: str | tuple[str, ...], fold: str = "\t") -> b
     # Values were validated field by field; this is the last line of defence: no segment may
     # hold CR, LF or another control character, so only our own folds separate lines.
     for segment in segments:
-        if not segment.isascii() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
+        if not segment.isascii() or _CONTROL.search(segment):
             raise MailCompositionError(f"{name} header value {segment!r} holds control characters")
     lines = [f"{name}: {segments[0]}", *segments[1:]]
     if any(len(line) + 1 > _MAX_LINE for line in lines):

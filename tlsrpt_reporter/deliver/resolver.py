@@ -5,12 +5,13 @@ A/AAAA addresses of an HTTPS rua host, the MX hosts of a mailto domain, and plai
 records), asked as the ``[dns]`` settings (``config.schema.DnsSettings``) say. It turns
 dnspython's outcomes into the distinction the callers need: "there is nothing" (NXDOMAIN,
 NODATA) is an answer, while SERVFAIL, timeouts and unreachable servers are temporary and mean
-"ask again later". Lookups that reach no nameserver at all (timeouts, refusals, network
+"ask again later". Addresses and MX records are kept for the rest of a pass
+(:mod:`.dns_cache`). Lookups that reach no nameserver at all (timeouts, refusals, network
 errors) are told apart as :class:`DnsUnreachable`: after :data:`UNREACHABLE_AFTER` of them in a
 row the resolver stops asking until :meth:`Resolver.new_pass`, so that a pass over thousands
 of domains with the resolver down takes seconds, not minutes. It must not parse the records
 (tlsrpt_reporter.deliver.record does), decide where reports go, or check the settings
-(``config.load`` does).
+(``config.load`` does); :mod:`.dns_setup` turns them into dnspython's resolver.
 
 Names are queried as absolute names: no search list, no ndots, whatever resolv.conf says.
 """
@@ -39,6 +40,8 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
 from tlsrpt_reporter.config.schema import DnsSettings
+from tlsrpt_reporter.deliver.dns_cache import AnswerCache
+from tlsrpt_reporter.deliver.dns_setup import make_resolver
 from tlsrpt_reporter.deliver.record import is_tlsrpt_record, select_record
 from tlsrpt_reporter.domain import normalize_domain
 from tlsrpt_reporter.errors import TlsRptError
@@ -48,10 +51,6 @@ log = logging.getLogger("tlsrpt-reporter")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
-# What glibc's stub resolver uses when resolv.conf names no server.
-FALLBACK_NAMESERVER = "127.0.0.1"
-# DNS flag day 2020: an EDNS buffer that avoids IP fragmentation; larger answers go over TCP.
-_EDNS_PAYLOAD = 1232
 _DETAIL_LENGTH = 300
 # Lookups in a row that reached no nameserver, after which the rest of a pass asks none: a
 # resolver that is down costs this many timeouts, not one per domain.
@@ -105,6 +104,7 @@ class _Answer:
     status: Literal["ok", "nxdomain", "nodata"]
     rdatas: tuple[dns.rdata.Rdata, ...]
     detail: str
+    ttl: float | None = None  # of the records (None: there are none)
 
 
 class Resolver:
@@ -115,14 +115,17 @@ class Resolver:
     ) -> None:
         """Configure from ``settings``; ``resolv_conf`` is read only when no nameserver is set."""
         self.settings = settings or DnsSettings()
-        self._resolver = _make_resolver(self.settings, resolv_conf)
+        self._resolver = make_resolver(self.settings, resolv_conf)
         self._unanswered = 0  # lookups in a row that reached no nameserver
         self.unreachable = ""  # why no more lookups are made in this pass ('' while asking)
+        self._kept: AnswerCache[_Answer] = AnswerCache()
 
     def new_pass(self) -> None:
-        """Ask the nameservers again: forget the unanswered lookups of an earlier pass."""
+        """Ask the nameservers again: forget the unanswered lookups and the answers kept
+        (:mod:`.dns_cache`) of an earlier pass."""
         self._unanswered = 0
         self.unreachable = ""
+        self._kept.clear()
 
     @property
     def nameservers(self) -> tuple[str, ...]:
@@ -268,6 +271,9 @@ class Resolver:
         return records[0] if records else ""
 
     async def _query(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Answer:
+        kept = self._kept.get(qname, rdtype)
+        if kept is not None:
+            return kept
         what = f"{_show(qname)} {dns.rdatatype.to_text(rdtype)}"
         if self.unreachable:
             raise DnsUnreachable(f"{what}: not asked: {self.unreachable}")
@@ -287,6 +293,7 @@ class Resolver:
             self._unanswered = 0  # a server answered (SERVFAIL): the resolver is there
             raise
         self._unanswered = 0
+        self._kept.put(qname, rdtype, answer, answer.ttl)
         return answer
 
     async def _ask(
@@ -316,7 +323,8 @@ class Resolver:
             raise DnsTemporaryError(f"{what}: lookup failed: {_brief(exc)}") from None
         if answer.rrset is None:
             return _Answer("nodata", (), f"{what}: no such records (NODATA)")
-        return _Answer("ok", tuple(answer.rrset), f"{what}: {len(answer.rrset)} records")
+        rrset = answer.rrset
+        return _Answer("ok", tuple(rrset), f"{what}: {len(rrset)} records", float(rrset.ttl))
 
 
 async def gather_lookups(*lookups: Awaitable[T]) -> list[T | DnsTemporaryError]:
@@ -343,31 +351,6 @@ def _none_served(exc: dns.resolver.NoNameservers) -> bool:
         if isinstance(response, dns.message.Message) and response.rcode() != dns.rcode.REFUSED:
             return False
     return True
-
-
-def _make_resolver(settings: DnsSettings, resolv_conf: str) -> dns.asyncresolver.Resolver:
-    if settings.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = list(settings.nameservers)
-    else:
-        try:
-            resolver = dns.asyncresolver.Resolver(filename=resolv_conf)
-        except (dns.exception.DNSException, OSError, ValueError, UnicodeError) as exc:
-            log.warning(
-                "cannot use the system resolver configuration %s (%s); querying %s instead: "
-                "set dns.nameservers to choose the servers",
-                resolv_conf, exc, FALLBACK_NAMESERVER,
-            )  # fmt: skip
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [FALLBACK_NAMESERVER]
-    # Applies to every server that has no port of its own, resolv.conf's included.
-    resolver.port = settings.port
-    resolver.timeout = settings.timeout
-    resolver.lifetime = settings.timeout
-    resolver.search = []
-    resolver.use_search_by_default = False
-    resolver.use_edns(0, 0, _EDNS_PAYLOAD)
-    return resolver
 
 
 def _domain(name: str) -> str:

@@ -19,14 +19,25 @@ import email.utils
 import logging
 import random
 import sqlite3
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from tlsrpt_reporter.config.schema import HttpsSettings, ReporterConfig
-from tlsrpt_reporter.deliver import attempt, dkim, error_kinds, https, lanes, mail, plan, smtp
+from tlsrpt_reporter.deliver import (
+    attempt,
+    dkim,
+    error_kinds,
+    https,
+    lanes,
+    plan,
+    report_mail,
+    smtp,
+)
 from tlsrpt_reporter.deliver.destinations import DestinationFinder
+from tlsrpt_reporter.deliver.https_client import ssl_context
 from tlsrpt_reporter.deliver.redirect import mail_recipient, redirected_from, write_files
 from tlsrpt_reporter.deliver.resolver import Resolver
 from tlsrpt_reporter.deliver.suppression import Tracker
@@ -36,6 +47,7 @@ from tlsrpt_reporter.schedule.timing import backoff
 from tlsrpt_reporter.store import own_problems
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store.accepted import record_accepted
+from tlsrpt_reporter.store.tx import transaction
 
 log = logging.getLogger("tlsrpt-reporter")
 
@@ -105,6 +117,9 @@ class Sender:
         self._waiting_for_dns = 0  # reports and deliveries left for the next pass, DNS down
         # Per pass: the dead destinations and the outcomes that find them (deliver.suppression).
         self._suppression = Tracker.idle(cfg)
+        # Per pass: the TLS context of every report POST (https_client.ssl_context), built
+        # once: each build parses the whole CA bundle again (half a millisecond of CPU).
+        self._tls: ssl.SSLContext | None = None
 
     async def send_due(self, conn: sqlite3.Connection, force: bool = False) -> SendSummary:
         """Resolve the destinations of due reports, then attempt every due delivery."""
@@ -113,14 +128,9 @@ class Sender:
         self._suppression = Tracker(conn, self.cfg, self.clock)
         finder = DestinationFinder(self.cfg, self.resolver, self.rng, self.clock, self._suppression)
         self.resolver.new_pass()
-        self._waiting_for_dns = 0
-        for row in state.reports_to_resolve(conn, self.clock(), force):
-            if self.resolver.unreachable and not row.record:
-                # Left due, with no attempt counted: the next pass asks DNS again.
-                self._waiting_for_dns += 1
-                continue
-            await finder.resolve(conn, row)
-            summary.resolved += 1
+        self._tls = None  # built again at its first use: the CA bundle may have changed
+        rows = state.reports_to_resolve(conn, self.clock(), force)
+        summary.resolved, self._waiting_for_dns = await finder.resolve_all(conn, rows)
         due = [
             d
             for d in state.due_deliveries(conn, self.clock(), force)
@@ -222,11 +232,7 @@ class Sender:
             row = dataclasses.replace(row, message_id=message_id, date=date)
         # The acceptance is committed the moment the final answer arrives, in a transaction of
         # its own, before QUIT or reading a body: a crash after it resends nothing.
-        handover = attempt.Handover(
-            lambda answer: record_accepted(
-                conn, delivery.report, delivery.destination, self.clock(), answer[:1000]
-            )
-        )
+        handover = attempt.Handover(lambda answer: self._accepted(conn, delivery, answer))
         where = self._server_of(delivery.destination)
         try:
             detail = await attempt.within(
@@ -237,24 +243,27 @@ class Sender:
             )  # fmt: skip
         except Exception as exc:
             if not handover.answer:
-                tried = self._failed(
-                    conn, delivery, row, exc, attempts=attempts, first=first, backoff_at=backoff_at
-                )
-                state.refresh_report_status(conn, delivery.report)
+                with transaction(conn):  # one commit for the outcome, the status, the count
+                    tried = self._failed(conn, delivery, row, exc, attempts=attempts,
+                                         first=first, backoff_at=backoff_at)  # fmt: skip
+                    state.refresh_report_status(conn, delivery.report)
                 return tried
             # Taken: what failed after the answer (a lost QUIT, a body cut off, the deadline)
             # changes nothing, and trying again would only make a duplicate.
             detail = f"{handover.answer} (then: {exc})"
-        if handover.answer:
+        if not handover.answer:  # no transport answer to record first (a dir: redirect)
+            self._accepted(conn, delivery, detail)
+        elif detail[:1000] != handover.answer[:1000]:
             state.set_delivery(conn, delivery.report, delivery.destination, detail=detail[:1000])
-        else:
-            record_accepted(
-                conn, delivery.report, delivery.destination, self.clock(), detail[:1000]
-            )
-        self._suppression.delivered(delivery.destination)
         log.info("report %s for %s delivered to %s: %s", row.report_id, row.domain,
                  delivery.destination, detail)  # fmt: skip
         return Tried("sent", "", backoff_at)
+
+    def _accepted(self, conn: sqlite3.Connection, delivery: state.DeliveryRow, answer: str) -> None:
+        """Record the acceptance of ``delivery`` and count it for its destination's day
+        (deliver.suppression), committed together the moment the answer arrives."""
+        record_accepted(conn, delivery.report, delivery.destination, self.clock(), answer[:1000],
+                        also=lambda: self._suppression.delivered(delivery.destination))  # fmt: skip
 
     def _failed(
         self,
@@ -342,47 +351,22 @@ class Sender:
                 on_accepted=on_accepted,
             )  # fmt: skip
             return str(result)
+        if self._tls is None:
+            self._tls = ssl_context(self.https_settings)
         posted = await https.post_report(
             destination, row.gzip, self.https_settings, resolve=self.resolver.addresses,
-            on_accepted=on_accepted,
+            on_accepted=on_accepted, context=self._tls,
         )  # fmt: skip
         return str(posted)
 
     def compose(self, row: state.ReportRow, address: str, origins: Sequence[str] = ()) -> bytes:
-        """The signed report mail of ``row`` for ``address``, with the row's Date and
-        Message-ID; the signatures' ``t=`` is that Date, so a retry gives the same bytes.
-        Unsigned with ``reporter.mail.sign_by = "relay"``: the relay's DKIM signer signs."""
-        message = self.unsigned(row, address, origins)
-        if self.cfg.mail.sign_by == "relay":
-            return message
-        stamp = int(_mail_date(row.date).timestamp())
-        return dkim.sign(message, self.keys, timestamp=stamp)
+        """The signed report mail of ``row`` for ``address`` (:func:`.report_mail.signed`)."""
+        return report_mail.signed(self.cfg, self.keys, row, address, origins)
 
     def unsigned(self, row: state.ReportRow, address: str, origins: Sequence[str] = ()) -> bytes:
-        """The report mail of ``row`` for ``address``, before DKIM signing; ``origins`` (a
-        redirected report's destinations) are named in its Subject."""
-        date = _mail_date(row.date)
-        return mail.compose(
-            report_domain=row.domain,
-            submitter=self.cfg.contact_info.rpartition("@")[2].lower(),
-            report_id=row.report_id,
-            from_addr=self.cfg.mail.from_addr,
-            to_addrs=[address],
-            gzip_body=row.gzip,
-            filename=row.filename,
-            summary_text=row.summary,
-            date=date,
-            message_id=row.message_id,
-            redirected_from=origins,
-        )
-
-
-def _mail_date(date: str) -> dt.datetime:
-    """A stored RFC 5322 date (now when there is none to read)."""
-    try:
-        return email.utils.parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
-        return dt.datetime.now(dt.UTC)
+        """The report mail of ``row`` for ``address`` before DKIM signing
+        (:func:`.report_mail.unsigned`)."""
+        return report_mail.unsigned(self.cfg, row, address, origins)
 
 
 def _retry_after(exc: BaseException, now: float) -> float | None:

@@ -184,11 +184,9 @@ async def _send_relay(job: Job, recipients: list[str], relay: tuple[str, int]) -
     if settings.username:
         login = (settings.username, _read_password(settings.password_file))
     mode: TlsMode = "required" if settings.starttls else "off"
-    hop = Hop(host, port, f"relay {host}:{port}", mode, login, settings.ca_file)
+    hop = Hop(host, port, f"relay {host}:{port}", mode, login, settings.ca_file, relay=True)
     outcome = await session(job, recipients, hop)
-    return SendResult(
-        outcome.accepted, outcome.refused, outcome.reply, f"handed to {hop.label}", outcome.tls
-    )
+    return SendResult(outcome.accepted, outcome.refused, outcome.reply, hop.route, outcome.tls)
 
 
 async def _send_direct(
@@ -213,7 +211,7 @@ async def _send_direct(
         accepted += outcome.accepted
         refused += outcome.refused
         replies.append(outcome.reply)
-        routes.append(f"delivered to {hop.label}")
+        routes.append(hop.route)
         all_tls = all_tls and outcome.tls
     if not accepted:
         if len(failures) == 1:

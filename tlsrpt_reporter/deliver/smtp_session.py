@@ -82,7 +82,9 @@ class SmtpDeliveryError(DeliveryError):
         self.stage = stage
 
 
-#: Called with "accepted by <server>: <reply>" the moment a server accepts the message.
+#: Called with "<route> (TLS|no TLS): <reply>" (:attr:`Hop.route`; what ``smtp.SendResult``
+#: reads as for one recipient, so the sender records it once) the moment a server accepts the
+#: message.
 OnAccepted = Callable[[str], None]
 
 
@@ -109,6 +111,13 @@ class Hop:
     login: tuple[str, str] | None = None
     ca_file: str = ""
     address: str = ""  # the checked IP literal to connect to (direct delivery); "": ``host``
+    relay: bool = False  # our relay, not a recipient's MX
+
+    @property
+    def route(self) -> str:
+        """Where a message this server accepted went: "handed to relay host:port",
+        "delivered to MX host mx.example (example.com)"."""
+        return f"{'handed to' if self.relay else 'delivered to'} {self.label}"
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,8 @@ async def _transaction(job: Job, rcpts: list[str], hop: Hop, tls: TlsMode) -> Ou
             # The reply to the end of DATA is the server's final answer (RFC 5321 §4.1.1.4):
             # recorded before QUIT, so a crash from here on resends nothing.
             if job.on_accepted is not None:
-                job.on_accepted(f"accepted by {hop.label}: {reply}")
+                tls_text = "TLS" if encrypted else "no TLS"
+                job.on_accepted(f"{hop.route} ({tls_text}): {reply}")
             # The message was accepted: a lost goodbye changes nothing.
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.quit()

@@ -8,17 +8,26 @@ body, so that a crash afterwards resends nothing (docs/operating.md, "Crashes an
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from tlsrpt_reporter.store.reports import refresh_report_status
 from tlsrpt_reporter.store.tx import transaction
 
 
 def record_accepted(
-    conn: sqlite3.Connection, report_id: int, destination: str, at: float, detail: str
+    conn: sqlite3.Connection,
+    report_id: int,
+    destination: str,
+    at: float,
+    detail: str,
+    *,
+    also: Callable[[], None] | None = None,
 ) -> None:
     """Mark the delivery of report ``report_id`` to ``destination`` ``sent`` at ``at`` with
     ``detail`` (the answer), and refresh the report's status: one transaction of their own,
-    committed when this returns."""
+    committed when this returns. ``also`` makes more writes of the same moment on ``conn``
+    inside that transaction (the destination's count of the day, ``deliver.suppression``):
+    every commit waits for the disk, and this one is made for every delivery."""
     with transaction(conn):
         conn.execute(
             "UPDATE delivery SET state = 'sent', accepted_at = ?, detail = ?"
@@ -26,3 +35,5 @@ def record_accepted(
             (at, detail, report_id, destination),
         )
         refresh_report_status(conn, report_id)
+        if also is not None:
+            also()

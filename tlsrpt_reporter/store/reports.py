@@ -1,8 +1,9 @@
 """The reporter's state database: built reports and the delivery of each to each destination.
 
-Schema, version 5 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
+Schema, version 6 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
 version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id``/``date``,
-version 4 ``suppressed`` and ``destination_day``, see ``store.suppressed``):
+version 4 ``suppressed`` and ``destination_day``, see ``store.suppressed``, version 5 the
+index of ``delivery`` by ``destination``):
 
 ``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once. ``build_due`` stores
     its reports in batches, one transaction each, and this row after the last
@@ -28,8 +29,10 @@ version 4 ``suppressed`` and ``destination_day``, see ``store.suppressed``):
 ``meta``: ``key`` -> ``value``: this reporter instance's ``instance_id`` (see ``store.instance``).
 
 Every change is committed before the next network action, so a crash at any moment loses no
-pending report, and an attempt is recorded before it starts. A receiver's acceptance is
-committed on its own (``store.accepted``) the moment its final answer arrives.
+pending report, and an attempt is recorded before it starts (the one exception: a pass's
+lookups of TLSRPT records run while the answers before them are stored, which loses nothing).
+A receiver's acceptance is committed in a transaction of its own (``store.accepted``) the
+moment its final answer arrives.
 """
 
 from __future__ import annotations
@@ -291,13 +294,25 @@ def add_destinations(
 ) -> None:
     """Create the delivery rows (destination, state, detail) and mark the report sending."""
     with transaction(conn):
-        for destination, state, detail in destinations:
-            conn.execute(
-                "INSERT OR IGNORE INTO delivery (report, destination, state, next_attempt,"
-                " detail) VALUES (?, ?, ?, ?, ?)",
-                (report_id, destination, state, now, detail),
-            )
+        insert_destinations(conn, report_id, destinations, now)
         conn.execute("UPDATE report SET status = 'sending' WHERE id = ?", (report_id,))
+
+
+def insert_destinations(
+    conn: sqlite3.Connection, report_id: int, destinations: list[tuple[str, str, str]], now: float
+) -> list[tuple[str, str]]:
+    """Create the delivery rows (destination, state, detail) of a report inside the caller's
+    transaction; the (destination, state) of those that were not there yet."""
+    added = []
+    for destination, state, detail in destinations:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO delivery (report, destination, state, next_attempt, detail)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (report_id, destination, state, now, detail),
+        )
+        if cursor.rowcount:
+            added.append((destination, state))
+    return added
 
 
 def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[DeliveryRow]:
@@ -320,6 +335,9 @@ def set_delivery(conn: sqlite3.Connection, report_id: int, destination: str, **v
     conn.execute(sql, (*values.values(), report_id, destination))
 
 
+# The delivery states the daily cap's count below leaves out (nothing was sent or will be); the
+# sender's running count of a pass leaves out the same (deliver.destinations).
+UNCOUNTED_STATES = ("given-up", "skipped", "suppressed")
 # CROSS JOIN keeps delivery the outer loop (SQLite never reorders it), so the count looks the
 # destination up in its index; left to itself the planner walked every report of the day.
 SENT_TO_DESTINATION = (

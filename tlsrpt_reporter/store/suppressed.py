@@ -18,6 +18,7 @@ of reports still inside the retry window due again. Nothing here decides what is
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -103,8 +104,9 @@ def record_outcome(
     error: str = "",
     keep: int,
 ) -> None:
-    """Count one attempt to ``destination`` on ``day``: accepted, or failed at its side."""
-    with transaction(conn):
+    """Count one attempt to ``destination`` on ``day``: accepted, or failed at its side; in
+    the caller's transaction when one is open (:func:`_joined`), else in one of its own."""
+    with _joined(conn):
         conn.execute(
             "INSERT INTO destination_day (destination, day, delivered, failed, last_error)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination, day) DO UPDATE SET"
@@ -128,10 +130,18 @@ def record_outcome(
             )
 
 
+def _joined(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[object]:
+    """The caller's open transaction, or a new one. The sender counts an acceptance in the
+    transaction that records it (``store.accepted``) and suppresses a destination in the one
+    that stores a batch of resolved reports: every commit waits for the disk."""
+    return contextlib.nullcontext() if conn.in_transaction else transaction(conn)
+
+
 def suppress(conn: sqlite3.Connection, entry: Suppressed) -> None:
-    """Record ``entry``; the days that led to it are dropped, so that once it is released the
-    destination needs as many failed days again before it is suppressed again."""
-    with transaction(conn):
+    """Record ``entry`` (in the caller's transaction when one is open); the days that led to it
+    are dropped, so that once it is released the destination needs as many failed days again
+    before it is suppressed again."""
+    with _joined(conn):
         conn.execute(
             f"INSERT OR REPLACE INTO suppressed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
             (entry.destination, entry.since, entry.until, entry.reason, entry.failed_days),
