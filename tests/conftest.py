@@ -80,6 +80,14 @@ def site(tmp_path: Path) -> Iterator[Site]:
     yield from make_site(tmp_path)
 
 
+@pytest.fixture
+def any_site(tmp_path: Path, state_location: str) -> Iterator[Site]:
+    """:func:`site` once with each state database: SQLite, and a PostgreSQL database of the
+    session's throwaway server (the same test, both backends: issue 16)."""
+    url = state_location if state_location.startswith("postgresql://") else ""
+    yield from make_site(tmp_path, url)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """One throwaway PostgreSQL server for the whole run (rigs/postgres.py); every test that

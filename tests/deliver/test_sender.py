@@ -11,7 +11,6 @@ import datetime as dt
 import email
 import email.utils
 import random
-import sqlite3
 import time
 from typing import Any
 
@@ -30,6 +29,12 @@ from tlsrpt_reporter.wire.aggregate import Aggregate
 from tlsrpt_reporter.wire.decode import decode
 
 
+@pytest.fixture
+def site(any_site: Site) -> Site:
+    """Every test here runs with both state databases: SQLite and PostgreSQL."""
+    return any_site
+
+
 def _collect(site: Site, domain: str, record: str) -> None:
     agg = Aggregate()
     agg.add(DAY, 1_772_330_000.0, decode(session(domain, record)))
@@ -44,14 +49,15 @@ def _rfc5322(when: float) -> str:
 
 def _deliveries(site: Site, domain: str) -> dict[str, dict[str, Any]]:
     conn = state.connect(site.reporter_db)
-    conn.row_factory = sqlite3.Row
-    rows = conn.execute(
+    cursor = conn.execute(
         "SELECT delivery.* FROM delivery JOIN report ON report.id = delivery.report"
         " WHERE report.domain = ?",
         (domain,),
-    ).fetchall()
+    )
+    names = [column[0] for column in cursor.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     conn.close()
-    return {row["destination"]: dict(row) for row in rows}
+    return {row["destination"]: row for row in rows}
 
 
 def test_a_mail_is_dated_when_first_handed_over_and_its_retry_is_the_same_bytes(

@@ -72,6 +72,7 @@ def test_a_push_role_sees_and_changes_only_its_own_hosts_rows(fleet: Fleet, tmp_
         ("reporter", "sources", ["postgresql://db.example/fleet?user=r&password=s3cret"]),
         ("push", "database", "postgresql://tlsrpt_push_mta1:s3cret@db.example/fleet"),
         ("push", "database", "host=db.example dbname=fleet password=s3cret"),
+        ("reporter", "db", "postgresql://tlsrpt_reporter:s3cret@db.example/fleet"),
     ],
 )
 def test_a_password_in_the_configuration_is_refused_with_the_fix_named(

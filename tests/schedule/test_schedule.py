@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rigs.dnsserver import DnsServer
 from support.lines import STS, TLSA_FAILURE, line, tlsa
 from support.site import DAY, Site
@@ -22,6 +23,12 @@ from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
 from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import reports as state
+
+
+@pytest.fixture
+def site(any_site: Site) -> Site:
+    """Every test here runs with both state databases: SQLite and PostgreSQL."""
+    return any_site
 
 
 def test_send_times_fill_the_window_evenly() -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from rigs.postgres import SUPERUSER, Cluster
 
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store import pg_state, state_schema_pg
+from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store.tx import transaction
 
 
@@ -102,3 +104,47 @@ def test_the_schema_is_created_once_and_a_newer_one_is_refused(pg_cluster: Clust
 def test_no_server_is_one_error_naming_where(tmp_path: object) -> None:
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
         pg_state.connect(f"postgresql:///x?host={tmp_path}&connect_timeout=2")
+
+
+def test_both_scripts_of_the_current_version_have_the_same_tables_and_columns(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    """One schema version number, a script per dialect: the PostgreSQL script may add only
+    its version table and the explicit ``rowid`` SQLite gives every table by itself."""
+    lite = state.connect(tmp_path / "state.sqlite")
+    tables = [
+        name for (name,) in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    ]
+    in_sqlite = {
+        (table, column) for table in tables
+        for (_, column, *_rest) in lite.execute(f"PRAGMA table_info({table})")
+    }  # fmt: skip
+    shared = state.connect(_database(pg_cluster, "parity"))
+    in_postgresql = set(shared.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = 'public'"
+    ).fetchall())  # fmt: skip
+    assert in_postgresql - in_sqlite == {("state_version", "version"), ("delivery", "rowid")}
+    assert in_sqlite - in_postgresql == set()
+
+
+def test_reporters_starting_at_once_create_the_tables_once(pg_cluster: Cluster) -> None:
+    """Three first connections at once: one creates the tables, the others find them (a lock
+    taken inside the transaction left the others blind to the new tables: "already exists")."""
+    url = _database(pg_cluster, "at_once")
+    errors: list[str] = []
+
+    def start() -> None:
+        try:
+            state.connect(url).close()
+        except StoreError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    conn = pg_state.connect(url)
+    assert conn.execute("SELECT version FROM state_version").fetchall() == [(state.SCHEMA_VERSION,)]

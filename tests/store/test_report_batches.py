@@ -1,11 +1,10 @@
 """A day's batches share transactions (issue 15): a commit every so many reports or seconds,
 what was committed kept and what was not rolled back when the build stops, the day marked built
-only by :meth:`DayWriter.finish`. Real state databases, read from a second connection."""
+only by :meth:`DayWriter.finish`. Real state databases, SQLite and PostgreSQL, read from a second
+connection."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +26,9 @@ def _rows(first: int, count: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _seen(path: Path) -> int:
+def _seen(path: str) -> int:
     """Reports another connection sees: what is committed."""
-    other = sqlite3.connect(path)
+    other = state.connect(path)
     try:
         (count,) = other.execute("SELECT count(*) FROM report").fetchone()
         return int(count)
@@ -45,8 +44,8 @@ class _Clock:
         return self.now
 
 
-def test_batches_are_committed_together_once_they_hold_enough_reports(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite"
+def test_batches_are_committed_together_once_they_hold_enough_reports(state_location: str) -> None:
+    path = state_location
     conn = state.connect(path)
     writer = DayWriter(conn, DAY, NOW, commit_reports=6, commit_seconds=3600)
     writer.store(_rows(0, 2), [])
@@ -62,8 +61,10 @@ def test_batches_are_committed_together_once_they_hold_enough_reports(tmp_path: 
     assert conn.execute("SELECT domain FROM set_aside").fetchall() == [("d900.example",)]
 
 
-def test_a_transaction_open_for_longer_than_the_time_bound_is_committed(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite"
+def test_a_transaction_open_for_longer_than_the_time_bound_is_committed(
+    state_location: str,
+) -> None:
+    path = state_location
     conn = state.connect(path)
     clock = _Clock()
     writer = DayWriter(conn, DAY, NOW, commit_reports=1000, commit_seconds=3.0, clock=clock)
@@ -80,9 +81,9 @@ def test_a_transaction_open_for_longer_than_the_time_bound_is_committed(tmp_path
 
 
 def test_a_build_that_stops_keeps_the_committed_batches_and_rolls_back_the_rest(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    path = tmp_path / "state.sqlite"
+    path = state_location
     conn = state.connect(path)
     with pytest.raises(RuntimeError), day_writes(conn, DAY, NOW) as writer:
         writer.store(_rows(0, 3), [])
@@ -98,8 +99,8 @@ def test_a_build_that_stops_keeps_the_committed_batches_and_rolls_back_the_rest(
         assert writer.finish() == 6
 
 
-def test_leaving_the_block_commits_what_is_still_open(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite"
+def test_leaving_the_block_commits_what_is_still_open(state_location: str) -> None:
+    path = state_location
     conn = state.connect(path)
     with day_writes(conn, DAY, NOW) as writer:
         writer.store(_rows(0, 2), [])

@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from support.state_versions import undo_version_6
+
 from tlsrpt_reporter.store import instance, redirected
 from tlsrpt_reporter.store import reports as state
 
@@ -53,6 +55,7 @@ def _back_to_version_3(db: Path) -> None:
     raw.execute("DROP TABLE meta")
     raw.execute("ALTER TABLE delivery DROP COLUMN message_id")
     raw.execute("ALTER TABLE delivery DROP COLUMN date")
+    undo_version_6(raw)
     raw.execute("PRAGMA user_version = 3")
     raw.commit()
     raw.close()
@@ -106,6 +109,7 @@ def test_the_daily_cap_count_looks_destinations_up_by_index_also_after_migrating
     state.connect(db).close()
     raw = sqlite3.connect(db, isolation_level=None)
     raw.execute("DROP INDEX delivery_destination")
+    undo_version_6(raw)
     raw.execute("PRAGMA user_version = 5")
     assert "delivery_destination" not in _plan(raw)
     raw.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from support.state_versions import undo_version_6
+
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store import suppressed
 
@@ -19,6 +21,7 @@ def test_a_version_4_database_gets_the_tables(tmp_path: Path) -> None:
     raw = sqlite3.connect(db)
     raw.execute("DROP TABLE suppressed")
     raw.execute("DROP TABLE destination_day")
+    undo_version_6(raw)
     raw.execute("PRAGMA user_version = 4")
     raw.commit()
     raw.close()
@@ -30,9 +33,9 @@ def test_a_version_4_database_gets_the_tables(tmp_path: Path) -> None:
 
 
 def test_a_destination_keeps_its_last_days_and_a_success_drops_those_before(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    conn = state.connect(tmp_path / "reporter.sqlite")
+    conn = state.connect(state_location)
     for day in range(1, 21):
         for _ in range(2):
             suppressed.record_outcome(conn, DEST, f"2026-03-{day:02d}", delivered=False,
@@ -45,8 +48,8 @@ def test_a_destination_keeps_its_last_days_and_a_success_drops_those_before(
     conn.close()
 
 
-def test_release_makes_held_deliveries_inside_retry_for_due_again(tmp_path: Path) -> None:
-    conn = state.connect(tmp_path / "reporter.sqlite")
+def test_release_makes_held_deliveries_inside_retry_for_due_again(state_location: str) -> None:
+    conn = state.connect(state_location)
     now = 1_800_000_000.0
     for n, send_at in enumerate((now - 3600, now - 3 * 86400), start=1):
         state.insert_report(conn, f"2026-03-0{n}", {

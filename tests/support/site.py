@@ -97,11 +97,13 @@ def one_day_site(
     dns_timeout: int = 2,
     ca_file: Path | None = None,
     reporter_extra: str = "",
+    state_db: str = "",
 ) -> Path:
     """A collected :data:`DAY` with one session per domain of ``records`` (domain -> the record
     the MTA saw; None: looked up in DNS at send time) and the configuration of a reporter that
     sends it to loopback servers (:func:`loopback_delivery`, a fresh CA unless ``ca_file``);
-    ``reporter_extra`` goes into ``[reporter]``. Returns the configuration's path."""
+    ``reporter_extra`` goes into ``[reporter]``; ``state_db`` replaces the SQLite state file
+    (a ``postgresql://`` URL). Returns the configuration's path."""
     agg = Aggregate()
     for domain, record in records.items():
         agg.add(DAY, 1_772_330_000.0, decode(session(domain, record)))
@@ -117,7 +119,7 @@ def one_day_site(
     config.write_text(
         f'[collectd]\ndb = "{collector}"\nsocket = "{tmp}/collectd.sock"\n'
         f'[reporter]\norganization_name = "Example"\ncontact_info = "tlsrpt@{SUBMITTER}"\n'
-        f'db = "{tmp / "reporter.sqlite"}"\ngrace = 0\nspread = 0\n{reporter_extra}'
+        f'db = "{state_db or tmp / "reporter.sqlite"}"\ngrace = 0\nspread = 0\n{reporter_extra}'
         + loopback_delivery(
             submitter=SUBMITTER,
             relay_port=relay_port,
@@ -147,7 +149,7 @@ class Site:
     tmp: Path
     config: Path
     collector_db: Path
-    reporter_db: Path
+    reporter_db: Path | str  # a SQLite file, or a postgresql:// URL (make_site's state_db)
     smtp: SmtpServer
     web: HttpsTestServer
     dns: DnsServer
@@ -179,8 +181,10 @@ class Site:
         return {domain: (status, error) for domain, status, error in rows}
 
 
-def make_site(tmp_path: Path) -> Iterator[Site]:
-    """Servers, a collected day and a configuration; the ``site`` fixture yields it."""
+def make_site(tmp_path: Path, state_db: str = "") -> Iterator[Site]:
+    """Servers, a collected day and a configuration; the ``site`` fixture yields it. The
+    reporter's state database is a SQLite file in ``tmp_path``, or ``state_db`` (a
+    ``postgresql://`` URL) when given."""
     pem, record = dkim_key(tmp_path, SUBMITTER)
     with (
         SmtpServer() as smtp,
@@ -210,7 +214,7 @@ def make_site(tmp_path: Path) -> Iterator[Site]:
         conn = store.connect(collector_db)
         store.write(conn, store.build_batch(agg))
         conn.close()
-        reporter_db = tmp_path / "reporter.sqlite"
+        reporter_db: Path | str = state_db or tmp_path / "reporter.sqlite"
         config = tmp_path / "config.toml"
         config.write_text(
             f"""

@@ -16,7 +16,6 @@ import errno
 import json
 import logging
 import random
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -37,9 +36,10 @@ from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import build as schedule
 from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import instance as instance_store
-from tlsrpt_reporter.store import report_status, set_aside
+from tlsrpt_reporter.store import report_status, set_aside, state_db
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store.process_lock import ProcessLock
+from tlsrpt_reporter.store.state_db import StateDb
 
 log = logging.getLogger("tlsrpt-reporter")
 
@@ -203,6 +203,12 @@ async def _self_check(sender: Sender, cfg: ReporterConfig) -> None:
             log.warning("DKIM key %s._domainkey.%s: %s", conf.selector, conf.domain, check.message)
 
 
+def _one_reporter(db: str) -> contextlib.AbstractContextManager[object]:
+    """One reporter process per SQLite state database (its lock file); a PostgreSQL one is
+    shared by any number of reporters, which claim each piece of work (store.leases)."""
+    return contextlib.nullcontext() if state_db.is_postgresql(db) else ProcessLock(db)
+
+
 def _reporter(config_path: str | None) -> tuple[ReporterConfig, Sender]:
     """The checked configuration and a sender ready to deliver (ConfigError otherwise)."""
     cfg = load_config(config_path)
@@ -213,7 +219,7 @@ def cmd_send(config_path: str | None, now: bool) -> int:
     """Build finished days, deliver what is due (everything pending with ``now``), exit."""
     logs.setup("tlsrpt-reporter", "info")
     cfg, sender = _reporter(config_path)
-    with ProcessLock(cfg.db), logs.collapsed():  # one line, with a count, per fault
+    with _one_reporter(cfg.db), logs.collapsed():  # one line, with a count, per fault
         conn = state.connect(cfg.db)
         try:
             schedule.build_due(cfg, conn, time.time(), random.Random())
@@ -222,9 +228,10 @@ def cmd_send(config_path: str | None, now: bool) -> int:
             waiting = set_aside.listed(conn)
         finally:
             conn.close()
+    shared = f"; {summary.taken} left to another reporter" if summary.taken else ""
     print(
         f"resolved {summary.resolved} reports; attempted {summary.attempted} deliveries: "
-        f"{summary.sent} sent, {summary.retrying} to retry, {summary.given_up} given up"
+        f"{summary.sent} sent, {summary.retrying} to retry, {summary.given_up} given up{shared}"
     )
     print(status_view.next_report_line(cfg, time.time()))
     for problem in summary.problems:
@@ -250,7 +257,7 @@ def cmd_retry_failed(config_path: str | None, day: str | None) -> int:
     """Build again the reports set aside (of ``day``, or all with ``day`` None)."""
     logs.setup("tlsrpt-reporter", "info")
     cfg = load(config_path)
-    with ProcessLock(cfg.db):
+    with _one_reporter(cfg.db):
         conn = state.connect(cfg.db)
         try:
             built, failed = schedule.retry_set_aside(cfg, conn, time.time(), day=day)
@@ -267,7 +274,7 @@ def cmd_retry_failed(config_path: str | None, day: str | None) -> int:
 def cmd_run(config_path: str | None) -> int:
     """The long-running reporter: build after each UTC day, send on schedule, until SIGTERM."""
     cfg, sender = _reporter(config_path)
-    with ProcessLock(cfg.db):
+    with _one_reporter(cfg.db):
         conn = state.connect(cfg.db)
         try:
             return asyncio.run(run_loop.run(cfg, sender, conn, _self_check))
@@ -314,7 +321,7 @@ def cmd_status(
     return EXIT_OK
 
 
-def status_rows(conn: sqlite3.Connection, day: str | None) -> list[dict[str, Any]]:
+def status_rows(conn: StateDb, day: str | None) -> list[dict[str, Any]]:
     """The status table as data (also the ``--json`` output)."""
     notes = report_status.built_days(conn)
     days = [d for d in notes if day is None or d == day]

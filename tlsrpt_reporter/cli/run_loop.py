@@ -29,6 +29,7 @@ from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.deliver.sender import Sender
 from tlsrpt_reporter.errors import TlsRptError
 from tlsrpt_reporter.schedule import build as schedule
+from tlsrpt_reporter.store.state_db import StateDb
 
 log = logging.getLogger("tlsrpt-reporter")
 
@@ -50,7 +51,7 @@ class _Stopped(BaseException):
 async def run(
     cfg: ReporterConfig,
     sender: Sender,
-    conn: sqlite3.Connection,
+    conn: StateDb,
     self_check: Callable[[Sender, ReporterConfig], Coroutine[Any, Any, None]],
 ) -> int:
     """Run passes until a stop signal; ``self_check`` tries the DKIM keys first."""

@@ -12,7 +12,6 @@ included, so that an alert on ``given-up`` exists before the first report is giv
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import timing
 from tlsrpt_reporter.store import own_problems, report_status, set_aside, suppressed
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.summary.model import DayTraffic, fold_day
 
 PREFIX = "tlsrpt_reporter_"
@@ -46,7 +46,7 @@ class DayFigures:
     unreadable: int = 0
 
 
-def day_figures(cfg: ReporterConfig, conn: sqlite3.Connection, day: str | None) -> DayFigures:
+def day_figures(cfg: ReporterConfig, conn: StateDb, day: str | None) -> DayFigures:
     """The sessions of ``day``, or of the last day built into reports, from the sources: the
     same numbers its reports were built from (RFC 8460 §4.4's session counts)."""
     chosen = day or max(report_status.built_days(conn), default=None)
@@ -56,13 +56,13 @@ def day_figures(cfg: ReporterConfig, conn: sqlite3.Connection, day: str | None) 
     return DayFigures(chosen, fold_day(chosen, data.lines), len(data.failed_sources))
 
 
-def text(cfg: ReporterConfig, conn: sqlite3.Connection, now: float, day: str | None) -> str:
+def text(cfg: ReporterConfig, conn: StateDb, now: float, day: str | None) -> str:
     """What ``status --format prometheus`` prints at Unix time ``now`` (of one ``day``)."""
     return exposition.render(families(conn, now, day, day_figures(cfg, conn, day)))
 
 
 def families(
-    conn: sqlite3.Connection, now: float, day: str | None = None, figures: DayFigures | None = None
+    conn: StateDb, now: float, day: str | None = None, figures: DayFigures | None = None
 ) -> list[Metric]:
     """The metrics of the state database ``conn`` at Unix time ``now`` (of one ``day``), and of
     the collected day ``figures`` (zeros when not given)."""

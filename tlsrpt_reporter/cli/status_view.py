@@ -9,25 +9,24 @@ only: a state database that does not exist is not created.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
 
 from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.config.source_syntax import is_command
 from tlsrpt_reporter.report import sources
-from tlsrpt_reporter.store import own_problems, report_status
+from tlsrpt_reporter.store import own_problems, report_status, state_db
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.summary import compute, gather
 from tlsrpt_reporter.summary.model import next_send_text
 from tlsrpt_reporter.utc import minute as utc_time
 
 
-def open_state(db: str) -> sqlite3.Connection:
+def open_state(db: str) -> StateDb:
     """The state database, or an empty one in memory while there is none: ``status`` before
     the first build shows zeros rather than failing, and leaves no file behind."""
-    return state.connect(db if Path(db).exists() else ":memory:")
+    return state.connect(db if state_db.exists(db) else ":memory:")
 
 
 def next_report_line(cfg: ReporterConfig, now: float) -> str:
@@ -59,7 +58,7 @@ def nothing_built_line(cfg: ReporterConfig, now: float) -> str:
     return f"nothing built yet; sessions collected on {len(days)} days, {days[0]} to {days[-1]}"
 
 
-def problem_lines(conn: sqlite3.Connection) -> list[str]:
+def problem_lines(conn: StateDb) -> list[str]:
     """The faults on this side the last delivery pass found, one line each."""
     found = own_problems.last(conn)
     if found is None:
@@ -68,7 +67,7 @@ def problem_lines(conn: sqlite3.Connection) -> list[str]:
     return [f"problem at the last delivery pass ({when}): {p}" for p in found.problems.values()]
 
 
-def status_lines(cfg: ReporterConfig, conn: sqlite3.Connection) -> list[str]:
+def status_lines(cfg: ReporterConfig, conn: StateDb) -> list[str]:
     """The lines ``status`` prints after its table."""
     now = time.time()
     lines = [] if report_status.built_days(conn) else [nothing_built_line(cfg, now)]

@@ -9,16 +9,16 @@ pass.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.load import load as load_config
 from tlsrpt_reporter.errors import InputError
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store import state_db
 from tlsrpt_reporter.store import suppressed as store
+from tlsrpt_reporter.store.state_db import StateDb
 
 EXIT_OK = 0
 
@@ -28,7 +28,7 @@ def command(config_path: str | None, destination: str | None, every: bool) -> in
     if (destination is None) == (not every):
         raise InputError("unsuppress takes a destination (as `status` lists it) or --all")
     cfg = load_config(config_path).reporter
-    if not Path(cfg.db).exists():  # nothing was sent yet: nothing is suppressed
+    if not state_db.exists(cfg.db):  # nothing was sent yet: nothing is suppressed
         chosen = [] if every else [_match(destination or "", [])]
         revived = 0
     else:
@@ -61,12 +61,12 @@ def _match(given: str, listed: list[str]) -> str:
     )
 
 
-def listed(conn: sqlite3.Connection) -> list[store.Suppressed]:
+def listed(conn: StateDb) -> list[store.Suppressed]:
     """The suppressions in force now."""
     return store.listed(conn, time.time())
 
 
-def day_entries(conn: sqlite3.Connection, day: str) -> list[dict[str, Any]]:
+def day_entries(conn: StateDb, day: str) -> list[dict[str, Any]]:
     """``day``'s deliveries that were suppressed, per destination (``status --json``)."""
     return [
         {"destination": dest, "reports": n, "detail": detail}

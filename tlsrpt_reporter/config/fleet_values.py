@@ -80,3 +80,16 @@ def hosts(name: str, value: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"{name} names a host twice")
     return names
+
+
+def state_database(name: str, value: object) -> str:
+    """``reporter.db``: a SQLite file path, or a ``postgresql://`` URL (without a password)
+    that several reporters may share (docs/fleet.md)."""
+    if isinstance(value, str) and is_postgresql(value):
+        return database(name, value, url_only=True)
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(
+            f"{name} must be the path of the state database (SQLite) or a postgresql:// URL, "
+            f"got {value!r}"
+        )
+    return value

@@ -217,7 +217,7 @@ def _reporter(table: Table, collectd: CollectdConfig) -> tuple[ReporterConfig, T
         contact_info=f.get("contact_info", identity.contact_info, d.contact_info),
         # Empty: the collector's own database, the usual single-host setup.
         sources=f.get("sources", v.source_list, d.sources) or (collectd.db,),
-        db=f.get("db", v.path_string, d.db),
+        db=f.get("db", fleet_values.state_database, d.db),
         grace=f.get("grace", n.seconds(), d.grace),
         spread=f.get("spread", n.seconds(), d.spread),
         retry_for=f.get("retry_for", n.seconds(v.WEEK), d.retry_for),

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import random
 import re
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -24,7 +23,9 @@ from tlsrpt_reporter.deliver import lookahead, plan, redirect
 from tlsrpt_reporter.deliver.record import RecordError, parse_record
 from tlsrpt_reporter.deliver.resolver import LookupResult, Resolver
 from tlsrpt_reporter.deliver.suppression import Tracker
+from tlsrpt_reporter.store import leases
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.state_db import StateDb, dialect
 from tlsrpt_reporter.store.tx import savepoint, transaction
 
 log = logging.getLogger("tlsrpt-reporter")
@@ -83,9 +84,7 @@ class DestinationFinder:
             "/etc/resolv.conf)"
         )
 
-    async def resolve_all(
-        self, conn: sqlite3.Connection, rows: Iterable[state.ReportRow]
-    ) -> tuple[int, int]:
+    async def resolve_all(self, conn: StateDb, rows: Iterable[state.ReportRow]) -> tuple[int, int]:
         """Store the deliveries of every report of ``rows``, or its status when it has none
         (yet); (how many were resolved, how many wait for the next pass: the resolver was
         found unreachable before their record was asked for).
@@ -95,6 +94,15 @@ class DestinationFinder:
         starts.
         """
         resolved = waiting = 0
+        if dialect(conn) == "postgresql":
+            # Reporters sharing the database resolve each report once: each claims a report
+            # just before its lookup, and skips those another has claimed or resolved.
+            ttl = leases.work_lease(self.cfg.attempt_deadline)
+            rows = (
+                row
+                for row in rows
+                if leases.claim_report(conn, row.id, leases.holder(), now=self.clock(), ttl=ttl)
+            )
         batches = lookahead.in_order(rows, self._look_up, LOOKUPS_AT_ONCE, _answered)
         async with contextlib.aclosing(batches):
             async for batch in batches:
@@ -119,7 +127,7 @@ class DestinationFinder:
         except Exception as exc:  # one report's trouble stays with that report
             return _Looked(error=exc)
 
-    def _store_one(self, conn: sqlite3.Connection, row: state.ReportRow, looked: _Looked) -> None:
+    def _store_one(self, conn: StateDb, row: state.ReportRow, looked: _Looked) -> None:
         """Store one report's outcome inside the batch's transaction; what it wrote is undone
         when it fails, and the report is retried later."""
         try:
@@ -130,7 +138,7 @@ class DestinationFinder:
         except Exception as exc:  # one report's trouble stays with that report
             self._failed(conn, row, exc)
 
-    def _failed(self, conn: sqlite3.Connection, row: state.ReportRow, exc: Exception) -> None:
+    def _failed(self, conn: StateDb, row: state.ReportRow, exc: Exception) -> None:
         """Something nobody foresaw went wrong for this report: retry it like a DNS failure."""
         why = f"unexpected {type(exc).__name__}: {exc}"[:1000]
         log.error("finding the destinations of %s (%s) failed: %s", row.domain, row.day, why)
@@ -145,9 +153,7 @@ class DestinationFinder:
             next_attempt=retry.next_attempt, last_error=why,
         )  # fmt: skip
 
-    def _store(
-        self, conn: sqlite3.Connection, row: state.ReportRow, result: LookupResult | None
-    ) -> None:
+    def _store(self, conn: StateDb, row: state.ReportRow, result: LookupResult | None) -> None:
         now = self.clock()
         record = row.record
         if result is not None:
@@ -213,7 +219,7 @@ class DestinationFinder:
             if (row.day, target) in self._sent and kind not in state.UNCOUNTED_STATES:
                 self._sent[(row.day, target)] += 1
 
-    def _sent_today(self, conn: sqlite3.Connection, day: str, target: str) -> int:
+    def _sent_today(self, conn: StateDb, day: str, target: str) -> int:
         """How many of ``day``'s reports go to ``target`` (``plan.CAP_NOTE``)."""
         key = (day, target)
         if key not in self._sent:

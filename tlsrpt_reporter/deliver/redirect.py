@@ -11,7 +11,6 @@ tried, retried and recorded like any other. Nothing here decides when: that is t
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tlsrpt_reporter import safefile
 from tlsrpt_reporter.deliver.plan import Destination
 from tlsrpt_reporter.errors import DeliveryError, os_fix
 from tlsrpt_reporter.store.redirected import skipped_with_note
+from tlsrpt_reporter.store.state_db import StateDb
 
 KEY = "reporter.redirect"
 #: How the detail of a redirected destination starts.
@@ -43,7 +43,7 @@ def apply(destinations: Sequence[Destination], redirect: str) -> list[Destinatio
     return [*kept, Destination(redirect, "pending")]
 
 
-def redirected_from(conn: sqlite3.Connection, report_id: int) -> list[str]:
+def redirected_from(conn: StateDb, report_id: int) -> list[str]:
     """Where report ``report_id`` would have gone without the redirect ([] when it was not
     redirected)."""
     return skipped_with_note(conn, report_id, NOTE)

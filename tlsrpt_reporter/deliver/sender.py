@@ -18,7 +18,6 @@ import datetime as dt
 import email.utils
 import logging
 import random
-import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -44,9 +43,10 @@ from tlsrpt_reporter.deliver.suppression import Tracker
 from tlsrpt_reporter.errors import DeliveryError
 from tlsrpt_reporter.logs import Progress
 from tlsrpt_reporter.schedule.timing import backoff
-from tlsrpt_reporter.store import own_problems
+from tlsrpt_reporter.store import leases, own_problems
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store.accepted import record_accepted
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.store.tx import transaction
 
 log = logging.getLogger("tlsrpt-reporter")
@@ -67,6 +67,8 @@ class SendSummary:
     given_up: int = 0
     # Not tried in this pass because their host (or the relay) timed out on another one.
     postponed: int = 0
+    # Attempted, or being attempted, by another reporter sharing the state database.
+    taken: int = 0
     errors: list[str] = field(default_factory=list)
     # Failures on this side (the relay, the resolver), one line each with the fix: no
     # receiver can be blamed, so ``send`` exits 1 on them.
@@ -74,8 +76,9 @@ class SendSummary:
 
 
 class Tried(NamedTuple):
-    """What one attempt came to: ``outcome`` (``sent``, ``failed-retrying``, ``given-up``),
-    the failure's kind (``deliver.error_kinds``; ``''`` when sent), and the next attempt."""
+    """What one attempt came to: ``outcome`` (``sent``, ``failed-retrying``, ``given-up``;
+    ``taken``: not made, another reporter sharing the database has the delivery), the failure's
+    kind (``deliver.error_kinds``; ``''`` when sent), and the next attempt."""
 
     outcome: str
     kind: str
@@ -121,7 +124,7 @@ class Sender:
         # once: each build parses the whole CA bundle again (half a millisecond of CPU).
         self._tls: ssl.SSLContext | None = None
 
-    async def send_due(self, conn: sqlite3.Connection, force: bool = False) -> SendSummary:
+    async def send_due(self, conn: StateDb, force: bool = False) -> SendSummary:
         """Resolve the destinations of due reports, then attempt every due delivery."""
         summary = SendSummary()
         self._problems = {}
@@ -151,7 +154,7 @@ class Sender:
         return summary
 
     async def _deliver_all(
-        self, conn: sqlite3.Connection, due: list[state.DeliveryRow], summary: SendSummary
+        self, conn: StateDb, due: list[state.DeliveryRow], summary: SendSummary
     ) -> None:
         """Attempt ``due`` in lanes by host; after a timeout, the rest of that host's (or, for
         mail through the relay, all mail) waits until the timed-out delivery's next attempt."""
@@ -174,8 +177,10 @@ class Sender:
                 postponed[where] = postponed.get(where, 0) + 1
             else:
                 tried = await self._attempt(conn, delivery)
-                summary.attempted += 1
-                if tried.outcome == "sent":
+                summary.attempted += tried.outcome != "taken"
+                if tried.outcome == "taken":
+                    summary.taken += 1
+                elif tried.outcome == "sent":
                     summary.sent += 1
                 elif tried.outcome == "given-up":
                     summary.given_up += 1
@@ -183,7 +188,7 @@ class Sender:
                     summary.retrying += 1
                 if tried.kind == "timeout":
                     stalled.setdefault(where, tried.next_attempt)
-            progress.step(summary.attempted + summary.postponed)
+            progress.step(summary.attempted + summary.postponed + summary.taken)
 
         groups = plan.by_host(due, lambda d: plan.host_of(d.destination))
         # Hosts that timed out last time go last (a stable sort): with more hanging hosts than
@@ -210,7 +215,7 @@ class Sender:
             return f"relay {self.smtp_settings.relay}"
         return f"the MX hosts of {destination.rpartition('@')[2]}"
 
-    async def _attempt(self, conn: sqlite3.Connection, delivery: state.DeliveryRow) -> Tried:
+    async def _attempt(self, conn: StateDb, delivery: state.DeliveryRow) -> Tried:
         now = self.clock()
         attempts = delivery.attempts + 1
         first = delivery.first_attempt or now
@@ -224,10 +229,15 @@ class Sender:
             message_id = plan.destination_message_id(row.message_id, delivery.destination)
             date = email.utils.format_datetime(dt.datetime.fromtimestamp(int(now), dt.UTC))
         # Recorded before the attempt: a crash now means a retry later, never a lost report.
-        state.set_delivery(
-            conn, delivery.report, delivery.destination, attempts=attempts,
-            first_attempt=first, next_attempt=backoff_at, message_id=message_id, date=date,
-        )  # fmt: skip
+        # The same statement claims the delivery until the attempt's deadline has surely
+        # passed: a reporter sharing the database skips it, or takes it over if we die.
+        if not leases.start_attempt(
+            conn, (delivery.report, delivery.destination), leases.holder(), now=now,
+            ttl=leases.work_lease(self.cfg.attempt_deadline), seen_attempts=delivery.attempts,
+            values={"attempts": attempts, "first_attempt": first, "next_attempt": backoff_at,
+                    "message_id": message_id, "date": date},
+        ):  # fmt: skip
+            return Tried("taken", "", delivery.next_attempt)
         if message_id:
             row = dataclasses.replace(row, message_id=message_id, date=date)
         # The acceptance is committed the moment the final answer arrives, in a transaction of
@@ -259,7 +269,7 @@ class Sender:
                  delivery.destination, detail)  # fmt: skip
         return Tried("sent", "", backoff_at)
 
-    def _accepted(self, conn: sqlite3.Connection, delivery: state.DeliveryRow, answer: str) -> None:
+    def _accepted(self, conn: StateDb, delivery: state.DeliveryRow, answer: str) -> None:
         """Record the acceptance of ``delivery`` and count it for its destination's day
         (deliver.suppression), committed together the moment the answer arrives."""
         record_accepted(conn, delivery.report, delivery.destination, self.clock(), answer[:1000],
@@ -267,7 +277,7 @@ class Sender:
 
     def _failed(
         self,
-        conn: sqlite3.Connection,
+        conn: StateDb,
         delivery: state.DeliveryRow,
         row: state.ReportRow,
         exc: Exception,
@@ -282,7 +292,8 @@ class Sender:
             outcome = "given-up" if late else "failed-retrying"
             why = f"unexpected {type(exc).__name__}: {exc}"
             state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
-                               last_error=why[:1000], error_kind="local")  # fmt: skip
+                               last_error=why[:1000], error_kind="local",
+                               lease_holder="")  # fmt: skip
             log.error("report %s to %s: attempt %d failed (%s): %s", row.report_id,
                       delivery.destination, attempts, outcome, why)  # fmt: skip
             return Tried(outcome, "local", backoff_at)
@@ -292,9 +303,10 @@ class Sender:
         asked = _retry_after(exc, self.clock())
         later = plan.next_attempt(backoff_at, asked, self.clock(), first, self.cfg.retry_for)
         kind = error_kinds.of_exception(exc)
+        # The claim ends with the outcome (store.leases): the retry is anyone's.
         state.set_delivery(conn, delivery.report, delivery.destination, state=outcome,
                            last_error=str(exc)[:1000], next_attempt=later,
-                           error_kind=kind)  # fmt: skip
+                           error_kind=kind, lease_holder="")  # fmt: skip
         log.warning("report %s to %s: attempt %d failed (%s): %s", row.report_id,
                     delivery.destination, attempts, outcome, exc)  # fmt: skip
         if asked is not None and outcome == "failed-retrying":

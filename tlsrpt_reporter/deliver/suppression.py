@@ -15,7 +15,6 @@ destination and is tried at once.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.deliver import dead
 from tlsrpt_reporter.store import reports as state
 from tlsrpt_reporter.store import suppressed as store
+from tlsrpt_reporter.store.state_db import StateDb
 
 log = logging.getLogger("tlsrpt-reporter")
 
@@ -34,7 +34,7 @@ class Tracker:
     nothing)."""
 
     def __init__(
-        self, conn: sqlite3.Connection | None, cfg: ReporterConfig, clock: Callable[[], float]
+        self, conn: StateDb | None, cfg: ReporterConfig, clock: Callable[[], float]
     ) -> None:
         # dead_after_days = 0 turns it all off, suppressions already made included.
         self.conn = conn if cfg.dead_after_days > 0 else None
@@ -49,7 +49,7 @@ class Tracker:
         """A tracker for attempts made outside a pass."""
         return cls(None, cfg, time.time)
 
-    def _release_expired(self, conn: sqlite3.Connection) -> None:
+    def _release_expired(self, conn: StateDb) -> None:
         now = self.clock()
         ended = store.expired(conn, now)
         if ended:
@@ -66,7 +66,7 @@ class Tracker:
             self._notes[destination] = _detail(entry) if entry else ""
         return self._notes[destination]
 
-    def _check(self, conn: sqlite3.Connection, destination: str) -> store.Suppressed | None:
+    def _check(self, conn: StateDb, destination: str) -> store.Suppressed | None:
         now = self.clock()
         entry = store.active(conn, destination, now)
         if entry is not None:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import sqlite3
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from tlsrpt_reporter import __version__, utc
 from tlsrpt_reporter.config.schema import ReporterConfig
+from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule.day_build import BuildResult, DayBuild
 from tlsrpt_reporter.schedule.day_index import latest_records
 from tlsrpt_reporter.schedule.timing import day_end, due_days, send_times
 from tlsrpt_reporter.store import instance as instance_store
-from tlsrpt_reporter.store import report_batches, set_aside
+from tlsrpt_reporter.store import leases, report_batches, set_aside
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store.state_db import StateDb
 
 log = logging.getLogger("tlsrpt-reporter")
 
@@ -45,7 +47,7 @@ def new_instance_id() -> str:
     return secrets.token_hex(8)
 
 
-def instance_for(cfg: ReporterConfig, conn: sqlite3.Connection) -> str:
+def instance_for(cfg: ReporterConfig, conn: StateDb) -> str:
     """This reporter's instance id (RFC 8460 §4.4: Report-IDs unique across instances):
     ``reporter.instance_id`` when set, else the random one kept in the state database (made
     on first use)."""
@@ -81,7 +83,7 @@ def build_reports(
 
 def build_due(
     cfg: ReporterConfig,
-    conn: sqlite3.Connection,
+    conn: StateDb,
     now: float,
     rng: random.Random,
     *,
@@ -95,7 +97,22 @@ def build_due(
     own = instance_for(cfg, conn)
     days = sources.days_with_data(cfg.sources, now)
     for day in due_days(days, lambda d: state.is_built(conn, d), now, cfg.grace):
-        result = _build_day(cfg, conn, day, now, rng, instance=own, batch_size=batch_size)
+        # Reporters sharing a state database build each day once: the one holding the day's
+        # lease builds it; a lease left by a reporter that died expires, and another finishes
+        # the day (the batches already stored stay as they are).
+        lease = f"build:{day}"
+        if not leases.claim_named(conn, lease, leases.holder(), now):
+            who = leases.named_holder(conn, lease, now) or "another reporter"
+            log.info("%s is being built by %s", day, who)
+            continue
+        try:
+            if state.is_built(conn, day):  # finished by another reporter meanwhile
+                continue
+            result = _build_day(
+                cfg, conn, day, now, rng, instance=own, batch_size=batch_size, lease=lease
+            )
+        finally:
+            leases.release_named(conn, lease, leases.holder())
         if result is not None:
             results.append(result)
     return results
@@ -103,15 +120,17 @@ def build_due(
 
 def _build_day(
     cfg: ReporterConfig,
-    conn: sqlite3.Connection,
+    conn: StateDb,
     day: str,
     now: float,
     rng: random.Random,
     *,
     instance: str,
     batch_size: int,
+    lease: str = "",
 ) -> BuildResult | None:
-    """Read, build and store one day (None: postponed); its data is let go on return."""
+    """Read, build and store one day (None: postponed); its data is let go on return. The
+    day's ``lease`` is renewed while the build lasts."""
     data = sources.read_day(cfg.sources, day, cfg.source_timeout)
     note = ""
     if data.failed_sources:
@@ -135,6 +154,7 @@ def _build_day(
     # the load stays flat without knowing in advance which reports will build.
     start = max(now, day_end(day) + cfg.grace)
     times = iter(send_times(len(build.domains), start, cfg.spread, rng))
+    started = renewed = time.monotonic()
     with report_batches.day_writes(conn, day, now) as writer:
         for batch in build.batches(batch_size):
             for row in batch.rows:
@@ -142,6 +162,12 @@ def _build_day(
             writer.store(
                 batch.rows, [(domain, reason, __version__) for domain, reason in batch.set_aside]
             )
+            if lease and time.monotonic() - renewed > leases.BUILD_LEASE / 4:
+                renewed = time.monotonic()
+                at = now + (renewed - started)
+                if not leases.claim_named(conn, lease, leases.holder(), at):
+                    # Too slow to renew: another reporter finishes the day from what is stored.
+                    raise StoreError(f"another reporter took over building {day}")
         stored = writer.finish(note)
     result = build.result
     log.info(
@@ -156,7 +182,7 @@ def _build_day(
 
 def retry_set_aside(
     cfg: ReporterConfig,
-    conn: sqlite3.Connection,
+    conn: StateDb,
     now: float,
     *,
     day: str | None = None,

@@ -7,15 +7,15 @@ body, so that a crash afterwards resends nothing (docs/operating.md, "Crashes an
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 from tlsrpt_reporter.store.reports import refresh_report_status
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.store.tx import transaction
 
 
 def record_accepted(
-    conn: sqlite3.Connection,
+    conn: StateDb,
     report_id: int,
     destination: str,
     at: float,

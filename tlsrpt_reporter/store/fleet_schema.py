@@ -136,16 +136,28 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[Any, ...]], conninfo: str)
 
     Each step is one transaction under an advisory lock, so two reporters starting at once
     migrate once. StoreError says what to fix (roles missing, not the owner)."""
-    import psycopg  # noqa: PLC0415
 
     current = await version(conn)
     _refuse_newer(current)
-    for target in range(current, SCHEMA_VERSION):
+    if current >= SCHEMA_VERSION:
+        return
+    # The lock is the session's, taken before each transaction begins: a transaction that
+    # waited for it inside would see the catalog as it was when it began, without the tables
+    # another reporter has just created, and fail to create them again.
+    await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
+    try:
+        await _steps(conn, conninfo)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+
+
+async def _steps(conn: psycopg.AsyncConnection[tuple[Any, ...]], conninfo: str) -> None:
+    """The migration steps still missing, each in one transaction (under the caller's lock)."""
+    import psycopg  # noqa: PLC0415
+
+    for target in range(await version(conn), SCHEMA_VERSION):
         try:
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-                if await version(conn) > target:
-                    continue
                 await conn.execute(_MIGRATIONS[target].encode())
                 await conn.execute("UPDATE schema_version SET version = %s", (target + 1,))
         except psycopg.Error as exc:

@@ -10,10 +10,10 @@ nothing here. What counts as a fault is the sender's (``deliver.sender``).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.store.tx import transaction
 
 _KEY = "own_problems"
@@ -27,14 +27,18 @@ class OwnProblems:
     problems: dict[str, str] = field(default_factory=dict)
 
 
-def record(conn: sqlite3.Connection, at: float, problems: Mapping[str, str]) -> None:
+def record(conn: StateDb, at: float, problems: Mapping[str, str]) -> None:
     """Keep ``problems`` as those of the pass at ``at``, replacing the earlier pass's."""
     value = json.dumps({"at": at, "problems": dict(problems)}, ensure_ascii=False)
     with transaction(conn):
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_KEY, value))
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_KEY, value),
+        )
 
 
-def last(conn: sqlite3.Connection) -> OwnProblems | None:
+def last(conn: StateDb) -> OwnProblems | None:
     """What the last pass that did something found (None: no pass did anything yet)."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (_KEY,)).fetchone()
     if row is None:

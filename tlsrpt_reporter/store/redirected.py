@@ -4,7 +4,7 @@ operator: its delivery rows left ``skipped`` with the redirect's note (``deliver
 
 from __future__ import annotations
 
-import sqlite3
+from tlsrpt_reporter.store.state_db import StateDb
 
 # Asked before every attempt, so by the primary key alone: with "state = 'skipped'" in the
 # WHERE clause SQLite preferred the (state, next_attempt) index and walked every skipped
@@ -15,7 +15,7 @@ DELIVERIES_OF_REPORT = (
 )
 
 
-def skipped_with_note(conn: sqlite3.Connection, report_id: int, note_prefix: str) -> list[str]:
+def skipped_with_note(conn: StateDb, report_id: int, note_prefix: str) -> list[str]:
     """The destinations of report ``report_id`` skipped with a detail starting with
     ``note_prefix``, in the order they were stored (the record's)."""
     rows = conn.execute(DELIVERIES_OF_REPORT, (report_id,))

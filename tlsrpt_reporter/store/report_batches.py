@@ -16,11 +16,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store.reports import insert_report
+from tlsrpt_reporter.store.state_db import StateDb, dialect
 from tlsrpt_reporter.store.tx import transaction
 
 _INSERT_SET_ASIDE = (
-    "INSERT OR REPLACE INTO set_aside (day, domain, reason, version, at) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO set_aside (day, domain, reason, version, at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (day, domain) DO UPDATE SET reason = excluded.reason,"
+    " version = excluded.version, at = excluded.at, retries = 0"
 )
 
 
@@ -50,7 +54,7 @@ class DayWriter:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: StateDb,
         day: str,
         now: float,
         *,
@@ -106,7 +110,7 @@ class DayWriter:
             self._open = False
             self._pending = 0
             # SQLite may have rolled back already (a full disk, an I/O error).
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, StoreError):
                 self._conn.execute("ROLLBACK")
 
     def finish(self, note: str = "") -> int:
@@ -116,12 +120,14 @@ class DayWriter:
 
 
 @contextlib.contextmanager
-def day_writes(conn: sqlite3.Connection, day: str, now: float) -> Iterator[DayWriter]:
+def day_writes(conn: StateDb, day: str, now: float) -> Iterator[DayWriter]:
     """``with day_writes(conn, day, now) as writer:`` around storing a day's batches: fewer,
     larger checkpoints and commits; what was not committed is rolled back when the block
     raises; the WAL file is truncated afterwards so that its disk space is given back."""
-    (before,) = conn.execute("PRAGMA wal_autocheckpoint").fetchone()
-    conn.execute(f"PRAGMA wal_autocheckpoint = {_DAY_CHECKPOINT_PAGES}")
+    sqlite = dialect(conn) == "sqlite"  # PostgreSQL has no WAL to tune per connection
+    if sqlite:
+        (before,) = conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_DAY_CHECKPOINT_PAGES}")
     writer = DayWriter(conn, day, now)
     try:
         yield writer
@@ -130,13 +136,14 @@ def day_writes(conn: sqlite3.Connection, day: str, now: float) -> Iterator[DayWr
         writer.rollback()
         raise
     finally:
-        conn.execute(f"PRAGMA wal_autocheckpoint = {int(before)}")
-        # A reader may hold the WAL (status): then it is copied back at a later commit.
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if sqlite:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(before)}")
+            # A reader may hold the WAL (status): then it is copied back at a later commit.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def stored_domains(conn: sqlite3.Connection, day: str) -> set[str]:
+def stored_domains(conn: StateDb, day: str) -> set[str]:
     """The domains of ``day`` that have a stored report or are set aside: what an earlier,
     unfinished build of the day committed (empty for a day never started)."""
     # Both lookups use the (day, domain) key's index: no table scan.
@@ -147,7 +154,7 @@ def stored_domains(conn: sqlite3.Connection, day: str) -> set[str]:
     return {domain for (domain,) in rows}
 
 
-def finish_day(conn: sqlite3.Connection, day: str, now: float, note: str = "") -> int:
+def finish_day(conn: StateDb, day: str, now: float, note: str = "") -> int:
     """Mark ``day`` built, with the number of its stored reports (of every batch, also those
     committed by an unfinished earlier build); returns that number."""
     with transaction(conn):

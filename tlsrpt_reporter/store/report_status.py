@@ -7,7 +7,7 @@ with None, of every day.
 
 from __future__ import annotations
 
-import sqlite3
+from tlsrpt_reporter.store.state_db import StateDb
 
 
 def _day_is(column: str, day: str | None) -> tuple[str, tuple[str, ...]]:
@@ -19,12 +19,12 @@ def _day_is(column: str, day: str | None) -> tuple[str, tuple[str, ...]]:
     return f"{column} = ?", (day,)
 
 
-def built_days(conn: sqlite3.Connection) -> dict[str, str]:
+def built_days(conn: StateDb) -> dict[str, str]:
     """Every built day -> its note (``''`` when none), in day order."""
     return dict(conn.execute("SELECT day, note FROM built_day ORDER BY day").fetchall())
 
 
-def built_summary(conn: sqlite3.Connection, day: str | None = None) -> tuple[int, float | None]:
+def built_summary(conn: StateDb, day: str | None = None) -> tuple[int, float | None]:
     """How many days were built, and the Unix time of the last build (None: never)."""
     where, args = _day_is("day", day)
     sql = f"SELECT count(*), max(built_at) FROM built_day WHERE {where}"  # noqa: S608
@@ -32,14 +32,14 @@ def built_summary(conn: sqlite3.Connection, day: str | None = None) -> tuple[int
     return int(count), last
 
 
-def report_counts(conn: sqlite3.Connection, day: str | None = None) -> dict[str, int]:
+def report_counts(conn: StateDb, day: str | None = None) -> dict[str, int]:
     """Report status -> how many reports have it; statuses no report has are left out."""
     where, args = _day_is("day", day)
     sql = f"SELECT status, count(*) FROM report WHERE {where} GROUP BY status"  # noqa: S608
     return dict(conn.execute(sql, args).fetchall())
 
 
-def delivery_counts(conn: sqlite3.Connection, day: str | None = None) -> dict[str, int]:
+def delivery_counts(conn: StateDb, day: str | None = None) -> dict[str, int]:
     """Delivery state -> how many (report, destination) pairs are in it; states no delivery
     is in are left out."""
     where, args = _day_is("report.day", day)
@@ -50,7 +50,7 @@ def delivery_counts(conn: sqlite3.Connection, day: str | None = None) -> dict[st
     return dict(conn.execute(sql, args).fetchall())
 
 
-def last_accepted(conn: sqlite3.Connection, day: str | None = None) -> float | None:
+def last_accepted(conn: StateDb, day: str | None = None) -> float | None:
     """The Unix time a destination last accepted a report (None: never)."""
     where, args = _day_is("report.day", day)
     sql = (
@@ -61,7 +61,7 @@ def last_accepted(conn: sqlite3.Connection, day: str | None = None) -> float | N
     return value
 
 
-def last_errors(conn: sqlite3.Connection, day: str, limit: int = 5) -> list[tuple[str, str, str]]:
+def last_errors(conn: StateDb, day: str, limit: int = 5) -> list[tuple[str, str, str]]:
     """(domain, destination, last error) of ``day``'s deliveries that have an error, the
     latest next attempt first, at most ``limit``."""
     rows = conn.execute(
@@ -73,9 +73,7 @@ def last_errors(conn: sqlite3.Connection, day: str, limit: int = 5) -> list[tupl
     return [(domain, destination, error) for domain, destination, error in rows]
 
 
-def failed_deliveries(
-    conn: sqlite3.Connection, day: str | None = None
-) -> list[tuple[str, str, str]]:
+def failed_deliveries(conn: StateDb, day: str | None = None) -> list[tuple[str, str, str]]:
     """(state, error kind, last error) of every delivery whose last attempt failed (state
     ``failed-retrying`` or ``given-up``) and says why; the kind is ``''`` in rows written
     before kinds were recorded (the caller derives it from the text)."""
@@ -89,7 +87,7 @@ def failed_deliveries(
     return [(state, kind, text) for state, kind, text in conn.execute(sql, args)]
 
 
-def oldest_unsent_built_at(conn: sqlite3.Connection, day: str | None = None) -> float | None:
+def oldest_unsent_built_at(conn: StateDb, day: str | None = None) -> float | None:
     """When the day of the oldest report still ``pending`` or ``sending`` was built (None:
     every report is settled)."""
     where, args = _day_is("report.day", day)

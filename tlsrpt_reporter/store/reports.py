@@ -1,12 +1,13 @@
 """The reporter's state database: built reports and the delivery of each to each destination.
 
-Schema, version 6 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
+Schema, version 7 (``PRAGMA user_version``; version 1 lacked ``delivery.error_kind``,
 version 2 the ``set_aside`` table, version 3 ``meta`` and ``delivery.message_id``/``date``,
 version 4 ``suppressed`` and ``destination_day``, see ``store.suppressed``, version 5 the
-index of ``delivery`` by ``destination``):
+index of ``delivery`` by ``destination``, version 6 the leases). This is SQLite's script and
+its migrations; PostgreSQL's script of the same version is ``store.state_schema_pg``.
 
 ``built_day``: (``day``) -> ``built_at``, ``reports``: a day is built once. ``build_due`` stores
-    its reports in batches, one transaction each, and this row after the last
+    its reports in batches, several to a transaction, and this row after the last
     (``store.report_batches``): a day without it is built again, keeping the reports stored.
 ``report``: one row per (day, domain): the report's stored bytes (``gzip``), ``report_id``
     (fixed when built, so every retry reuses it), ``message_id`` (the stem each destination's
@@ -27,6 +28,9 @@ index of ``delivery`` by ``destination``):
 ``set_aside``: one row per (day, domain) whose report could not be built or failed the schema:
     ``reason``, the program ``version`` that tried, ``at``, ``retries`` (see ``store.set_aside``).
 ``meta``: ``key`` -> ``value``: this reporter instance's ``instance_id`` (see ``store.instance``).
+``lease``: ``name`` -> ``holder``, ``until``: who builds a day (``build:DAY``) while reporters
+    share the database; ``report`` and ``delivery`` carry ``lease_holder`` and ``lease_until``
+    for resolving a report and attempting a delivery (``store.leases``).
 
 Every change is committed before the next network action, so a crash at any moment loses no
 pending report, and an attempt is recorded before it starts (the one exception: a pass's
@@ -45,10 +49,11 @@ from typing import Any
 
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.store import collected as store
-from tlsrpt_reporter.store import suppressed
+from tlsrpt_reporter.store import pg_state, state_schema_pg, suppressed
+from tlsrpt_reporter.store.state_db import StateDb, dialect, is_postgresql
 from tlsrpt_reporter.store.tx import transaction
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Every value of report.status and delivery.state, in the order of their life.
 REPORT_STATUSES = ("pending", "sending", "delivered", "given-up", "no-destination")
@@ -78,6 +83,8 @@ CREATE TABLE report (
     first_attempt REAL,
     next_attempt REAL,
     last_error TEXT NOT NULL DEFAULT '',
+    lease_holder TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0,
     UNIQUE (day, domain)
 );
 CREATE INDEX report_due ON report (status, send_at);
@@ -94,6 +101,8 @@ CREATE TABLE delivery (
     detail TEXT NOT NULL DEFAULT '',
     message_id TEXT NOT NULL DEFAULT '',
     date TEXT NOT NULL DEFAULT '',
+    lease_holder TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (report, destination)
 );
 CREATE INDEX delivery_due ON delivery (state, next_attempt);
@@ -113,7 +122,9 @@ _SET_ASIDE = """CREATE TABLE set_aside (
     PRIMARY KEY (day, domain)
 )"""
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_SCHEMA += f"{_SET_ASIDE};\n{_META};\n"
+# Claims of reporters sharing the database (store.leases): a day's build, by name.
+_LEASE = "CREATE TABLE lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"
+_SCHEMA += f"{_SET_ASIDE};\n{_META};\n{_LEASE};\n"
 _SCHEMA += "".join(f"{table};\n" for table in suppressed.TABLES)
 _SCHEMA += f"{_DELIVERY_BY_DESTINATION};\n"
 # What each older version lacks, applied in order under one write lock.
@@ -133,6 +144,13 @@ _MIGRATIONS = {
     ),
     4: suppressed.TABLES,
     5: (_DELIVERY_BY_DESTINATION,),
+    6: (
+        "ALTER TABLE report ADD COLUMN lease_holder TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE report ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE delivery ADD COLUMN lease_holder TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE delivery ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
+        _LEASE,
+    ),
 }
 
 
@@ -172,8 +190,17 @@ class DeliveryRow:
     error_kind: str = ""  # of the last failed attempt ('' before any)
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open (creating and migrating) the state database."""
+def connect(path: str | Path) -> StateDb:
+    """Open (creating and migrating) the state database: a SQLite file, or the PostgreSQL
+    database a ``postgresql://`` URL names (``store.pg_state``; docs/fleet.md)."""
+    if is_postgresql(str(path)):
+        shared = pg_state.connect(str(path))
+        try:
+            state_schema_pg.create_or_check(shared, SCHEMA_VERSION)
+        except BaseException:
+            shared.close()
+            raise
+        return shared
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -204,13 +231,13 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def is_built(conn: sqlite3.Connection, day: str) -> bool:
+def is_built(conn: StateDb, day: str) -> bool:
     """Whether ``day`` was built already."""
     return conn.execute("SELECT 1 FROM built_day WHERE day = ?", (day,)).fetchone() is not None
 
 
 def insert_day(
-    conn: sqlite3.Connection,
+    conn: StateDb,
     day: str,
     now: float,
     reports: list[dict[str, Any]],
@@ -225,8 +252,9 @@ def insert_day(
             insert_report(conn, day, r)
         if set_aside:
             conn.executemany(
-                "INSERT OR REPLACE INTO set_aside (day, domain, reason, version, at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO set_aside (day, domain, reason, version, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (day, domain) DO UPDATE SET reason = excluded.reason,"
+                " version = excluded.version, at = excluded.at, retries = 0",
                 [(day, domain, reason, version, now) for domain, reason, version in set_aside],
             )
         conn.execute(
@@ -235,7 +263,7 @@ def insert_day(
         )
 
 
-def insert_report(conn: sqlite3.Connection, day: str, r: dict[str, Any]) -> None:
+def insert_report(conn: StateDb, day: str, r: dict[str, Any]) -> None:
     """Insert one built report, pending (inside the caller's transaction)."""
     conn.execute(
         "INSERT INTO report (day, domain, report_id, message_id, date, filename, gzip,"
@@ -251,7 +279,7 @@ _REPORT_COLUMNS = (
 )
 
 
-def reports_to_resolve(conn: sqlite3.Connection, now: float, force: bool) -> list[ReportRow]:
+def reports_to_resolve(conn: StateDb, now: float, force: bool) -> list[ReportRow]:
     """Pending reports whose send time (and, after a DNS failure, retry time) has come."""
     rows = conn.execute(
         f"SELECT {_REPORT_COLUMNS} FROM report WHERE status = 'pending'"  # noqa: S608
@@ -261,7 +289,7 @@ def reports_to_resolve(conn: sqlite3.Connection, now: float, force: bool) -> lis
     return [ReportRow(*row) for row in rows]
 
 
-def report(conn: sqlite3.Connection, report_id: int) -> ReportRow:
+def report(conn: StateDb, report_id: int) -> ReportRow:
     """One stored report by row id."""
     sql = f"SELECT {_REPORT_COLUMNS} FROM report WHERE id = ?"  # noqa: S608 (a constant)
     row = conn.execute(sql, (report_id,))
@@ -271,7 +299,7 @@ def report(conn: sqlite3.Connection, report_id: int) -> ReportRow:
 _REPORT_SETTABLE = frozenset(("status", "attempts", "first_attempt", "next_attempt", "last_error"))
 _DELIVERY_SETTABLE = frozenset(
     ("state", "attempts", "first_attempt", "next_attempt", "accepted_at", "last_error",
-     "error_kind", "detail", "message_id", "date")
+     "error_kind", "detail", "message_id", "date", "lease_holder")
 )  # fmt: skip
 
 
@@ -283,14 +311,14 @@ def _assignments(values: dict[str, Any], allowed: frozenset[str]) -> str:
     return ", ".join(f"{k} = ?" for k in values)
 
 
-def set_report(conn: sqlite3.Connection, report_id: int, **values: Any) -> None:
+def set_report(conn: StateDb, report_id: int, **values: Any) -> None:
     """Update columns of a report row (committed at once)."""
     sql = f"UPDATE report SET {_assignments(values, _REPORT_SETTABLE)} WHERE id = ?"  # noqa: S608
     conn.execute(sql, (*values.values(), report_id))
 
 
 def add_destinations(
-    conn: sqlite3.Connection, report_id: int, destinations: list[tuple[str, str, str]], now: float
+    conn: StateDb, report_id: int, destinations: list[tuple[str, str, str]], now: float
 ) -> None:
     """Create the delivery rows (destination, state, detail) and mark the report sending."""
     with transaction(conn):
@@ -299,15 +327,15 @@ def add_destinations(
 
 
 def insert_destinations(
-    conn: sqlite3.Connection, report_id: int, destinations: list[tuple[str, str, str]], now: float
+    conn: StateDb, report_id: int, destinations: list[tuple[str, str, str]], now: float
 ) -> list[tuple[str, str]]:
     """Create the delivery rows (destination, state, detail) of a report inside the caller's
     transaction; the (destination, state) of those that were not there yet."""
     added = []
     for destination, state, detail in destinations:
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO delivery (report, destination, state, next_attempt, detail)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO delivery (report, destination, state, next_attempt, detail)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (report, destination) DO NOTHING",
             (report_id, destination, state, now, detail),
         )
         if cursor.rowcount:
@@ -315,7 +343,7 @@ def insert_destinations(
     return added
 
 
-def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[DeliveryRow]:
+def due_deliveries(conn: StateDb, now: float, force: bool) -> list[DeliveryRow]:
     """Deliveries to attempt now (all unfinished ones with ``force``)."""
     rows = conn.execute(
         "SELECT report, destination, state, attempts, first_attempt, next_attempt, message_id,"
@@ -326,7 +354,7 @@ def due_deliveries(conn: sqlite3.Connection, now: float, force: bool) -> list[De
     return [DeliveryRow(*row) for row in rows]
 
 
-def set_delivery(conn: sqlite3.Connection, report_id: int, destination: str, **values: Any) -> None:
+def set_delivery(conn: StateDb, report_id: int, destination: str, **values: Any) -> None:
     """Update columns of a delivery row (committed at once)."""
     sql = (
         f"UPDATE delivery SET {_assignments(values, _DELIVERY_SETTABLE)}"  # noqa: S608
@@ -347,13 +375,16 @@ SENT_TO_DESTINATION = (
 )
 
 
-def sent_to_destination(conn: sqlite3.Connection, day: str, destination: str) -> int:
+def sent_to_destination(conn: StateDb, day: str, destination: str) -> int:
     """How many of ``day``'s reports already went (or are going) to ``destination``."""
-    row = conn.execute(SENT_TO_DESTINATION, (day, destination))
+    sql = SENT_TO_DESTINATION
+    if dialect(conn) == "postgresql":  # whose planner picks the index itself
+        sql = sql.replace(" CROSS JOIN ", " JOIN ")
+    row = conn.execute(sql, (day, destination))
     return int(row.fetchone()[0])
 
 
-def refresh_report_status(conn: sqlite3.Connection, report_id: int) -> str:
+def refresh_report_status(conn: StateDb, report_id: int) -> str:
     """Derive a sending report's status from its deliveries and store it."""
     states = [r[0] for r in conn.execute("SELECT state FROM delivery WHERE report = ?",
                                          (report_id,))]  # fmt: skip

@@ -9,11 +9,11 @@ transaction.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from tlsrpt_reporter.store.reports import insert_report
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.store.tx import transaction
 
 
@@ -29,7 +29,7 @@ class SetAside:
     retries: int
 
 
-def listed(conn: sqlite3.Connection, day: str | None = None) -> list[SetAside]:
+def listed(conn: StateDb, day: str | None = None) -> list[SetAside]:
     """The reports set aside (of ``day``, when given), oldest day first."""
     sql = "SELECT day, domain, reason, version, at, retries FROM set_aside"
     if day is None:
@@ -39,7 +39,7 @@ def listed(conn: sqlite3.Connection, day: str | None = None) -> list[SetAside]:
     return [SetAside(*row) for row in rows]
 
 
-def resolve(conn: sqlite3.Connection, day: str, report: dict[str, Any]) -> None:
+def resolve(conn: StateDb, day: str, report: dict[str, Any]) -> None:
     """A retry built the report: store it (pending) and forget that it was set aside."""
     with transaction(conn):
         insert_report(conn, day, report)
@@ -48,7 +48,7 @@ def resolve(conn: sqlite3.Connection, day: str, report: dict[str, Any]) -> None:
 
 
 def failed_again(
-    conn: sqlite3.Connection, day: str, domain: str, reason: str, *, version: str, now: float
+    conn: StateDb, day: str, domain: str, reason: str, *, version: str, now: float
 ) -> None:
     """A retry failed too: keep the newest reason and the version that tried, count it."""
     conn.execute(

@@ -10,6 +10,7 @@ databases need different statements.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -43,3 +44,9 @@ def is_postgresql(location: str) -> bool:
     """Whether ``reporter.db`` names a PostgreSQL database rather than a SQLite file (the
     store may not import the configuration's own test of the same prefixes)."""
     return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def exists(location: str) -> bool:
+    """Whether there is a state database to read at ``location`` yet: a SQLite file that
+    exists, or any PostgreSQL database (its tables are created on first use)."""
+    return is_postgresql(location) or Path(location).exists()

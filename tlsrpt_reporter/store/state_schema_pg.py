@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tlsrpt_reporter.errors import StoreError
+from tlsrpt_reporter.store.pg_state import WRITE_LOCK_KEY
 
 if TYPE_CHECKING:
     from tlsrpt_reporter.store.pg_state import PgState
@@ -131,14 +132,22 @@ def create_or_check(conn: PgState, current: int) -> None:
             f"the state tables in {conn.where} have schema version {found}, which this "
             f"program cannot migrate to {current}: see docs/fleet.md, Upgrades"
         )
-    conn.execute("BEGIN IMMEDIATE")  # serialised with every other reporter's creation
+    # Serialised with every other reporter's creation by the write lock's key, taken for the
+    # session *before* the transaction begins: a transaction that waited for the lock inside
+    # would still see the catalog as it was when it began (no tables), and fail to create
+    # what the other reporter has just created.
+    conn.execute("SELECT pg_advisory_lock(?)", (WRITE_LOCK_KEY,))
     try:
-        if version(conn) == 0:  # another reporter may have created them meanwhile
-            for statement in SCRIPT.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO state_version (version) VALUES (?)", (current,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        conn.execute("BEGIN")
+        try:
+            if version(conn) == 0:
+                for statement in SCRIPT.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO state_version (version) VALUES (?)", (current,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(?)", (WRITE_LOCK_KEY,))

@@ -7,8 +7,9 @@ Days are ``YYYY-MM-DD`` strings, so a range of days is a range of strings.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+
+from tlsrpt_reporter.store.state_db import StateDb
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,7 @@ class Due:
     deliveries: int
 
 
-def report_statuses_by_day(
-    conn: sqlite3.Connection, first: str, last: str
-) -> dict[str, dict[str, int]]:
+def report_statuses_by_day(conn: StateDb, first: str, last: str) -> dict[str, dict[str, int]]:
     """Day -> report status -> how many of that day's reports have it, for days in
     [``first``, ``last``]."""
     out: dict[str, dict[str, int]] = {}
@@ -51,7 +50,7 @@ def report_statuses_by_day(
     return out
 
 
-def built_days(conn: sqlite3.Connection, first: str, last: str) -> dict[str, int]:
+def built_days(conn: StateDb, first: str, last: str) -> dict[str, int]:
     """Every built day in [``first``, ``last``] -> how many reports it produced."""
     rows = conn.execute(
         "SELECT day, reports FROM built_day WHERE day BETWEEN ? AND ? ORDER BY day",
@@ -60,7 +59,7 @@ def built_days(conn: sqlite3.Connection, first: str, last: str) -> dict[str, int
     return {day: int(reports) for day, reports in rows}
 
 
-def retrying_by_day(conn: sqlite3.Connection, first: str, last: str) -> dict[str, int]:
+def retrying_by_day(conn: StateDb, first: str, last: str) -> dict[str, int]:
     """Day -> how many of its reports wait for another attempt at some destination (a
     delivery in ``failed-retrying``) and none has accepted yet."""
     rows = conn.execute(
@@ -73,12 +72,15 @@ def retrying_by_day(conn: sqlite3.Connection, first: str, last: str) -> dict[str
     return {day: int(count) for day, count in rows}
 
 
-def destinations(conn: sqlite3.Connection, first: str, last: str) -> list[DestinationCounts]:
+def destinations(conn: StateDb, first: str, last: str) -> list[DestinationCounts]:
     """The deliveries of days [``first``, ``last``] per destination, in destination order."""
     rows = conn.execute(
         "SELECT delivery.destination, count(*),"
-        " sum(delivery.state = 'sent'), sum(delivery.state = 'failed-retrying'),"
-        " sum(delivery.state = 'pending'), sum(delivery.state = 'given-up')"
+        # CASE, not sum(a = b): PostgreSQL does not add up booleans.
+        " sum(CASE WHEN delivery.state = 'sent' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN delivery.state = 'failed-retrying' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN delivery.state = 'pending' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN delivery.state = 'given-up' THEN 1 ELSE 0 END)"
         " FROM delivery JOIN report ON report.id = delivery.report"
         " WHERE report.day BETWEEN ? AND ? GROUP BY delivery.destination"
         " ORDER BY delivery.destination",
@@ -92,7 +94,7 @@ def destinations(conn: sqlite3.Connection, first: str, last: str) -> list[Destin
     ]  # fmt: skip
 
 
-def _last_errors(conn: sqlite3.Connection, first: str, last: str) -> dict[str, str]:
+def _last_errors(conn: StateDb, first: str, last: str) -> dict[str, str]:
     """Destination -> the error of its unfinished or given-up delivery tried last (the latest
     next attempt stands for it: the table keeps no time of the last attempt)."""
     rows = conn.execute(
@@ -107,7 +109,7 @@ def _last_errors(conn: sqlite3.Connection, first: str, last: str) -> dict[str, s
     return dict(rows.fetchall())
 
 
-def set_aside_count(conn: sqlite3.Connection, first: str, last: str) -> int:
+def set_aside_count(conn: StateDb, first: str, last: str) -> int:
     """How many reports of days [``first``, ``last``] are set aside (cannot be built)."""
     row = conn.execute(
         "SELECT count(*) FROM set_aside WHERE day BETWEEN ? AND ?", (first, last)
@@ -115,12 +117,14 @@ def set_aside_count(conn: sqlite3.Connection, first: str, last: str) -> int:
     return int(row[0])
 
 
-def due(conn: sqlite3.Connection) -> Due:
+def due(conn: StateDb) -> Due:
     """When the next pending report is resolved (its send time, or its retry time after a DNS
     failure) and the next unfinished delivery is tried, with how many there are of each, over
     every day."""
     report_at, reports = conn.execute(
-        "SELECT min(max(send_at, coalesce(next_attempt, 0))), count(*) FROM report"
+        # The later of the two, written as CASE: SQLite's two-argument max() is not PostgreSQL's.
+        "SELECT min(CASE WHEN coalesce(next_attempt, 0) > send_at THEN next_attempt"
+        " ELSE send_at END), count(*) FROM report"
         " WHERE status = 'pending'"
     ).fetchone()
     delivery_at, deliveries = conn.execute(

@@ -19,9 +19,9 @@ of reports still inside the retry window due again. Nothing here decides what is
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from dataclasses import dataclass
 
+from tlsrpt_reporter.store.state_db import StateDb
 from tlsrpt_reporter.store.tx import transaction
 
 SUPPRESSED_TABLE = """CREATE TABLE IF NOT EXISTS suppressed (
@@ -67,7 +67,7 @@ class DayOutcome:
 _COLUMNS = "destination, since, until, reason, failed_days"
 
 
-def active(conn: sqlite3.Connection, destination: str, now: float) -> Suppressed | None:
+def active(conn: StateDb, destination: str, now: float) -> Suppressed | None:
     """The suppression of ``destination`` in force at ``now`` (None: none)."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM suppressed WHERE destination = ? AND until > ?",  # noqa: S608
@@ -76,7 +76,7 @@ def active(conn: sqlite3.Connection, destination: str, now: float) -> Suppressed
     return Suppressed(*row) if row else None
 
 
-def listed(conn: sqlite3.Connection, now: float) -> list[Suppressed]:
+def listed(conn: StateDb, now: float) -> list[Suppressed]:
     """Every suppression in force at ``now``, the oldest first."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM suppressed WHERE until > ? ORDER BY since, destination",  # noqa: S608
@@ -85,7 +85,7 @@ def listed(conn: sqlite3.Connection, now: float) -> list[Suppressed]:
     return [Suppressed(*row) for row in rows]
 
 
-def history(conn: sqlite3.Connection, destination: str) -> list[DayOutcome]:
+def history(conn: StateDb, destination: str) -> list[DayOutcome]:
     """The days kept for ``destination``, the latest first."""
     rows = conn.execute(
         "SELECT day, delivered, failed, last_error FROM destination_day"
@@ -96,7 +96,7 @@ def history(conn: sqlite3.Connection, destination: str) -> list[DayOutcome]:
 
 
 def record_outcome(
-    conn: sqlite3.Connection,
+    conn: StateDb,
     destination: str,
     day: str,
     *,
@@ -110,9 +110,11 @@ def record_outcome(
         conn.execute(
             "INSERT INTO destination_day (destination, day, delivered, failed, last_error)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination, day) DO UPDATE SET"
-            " delivered = delivered + excluded.delivered, failed = failed + excluded.failed,"
+            # The table's name on the left: PostgreSQL finds a bare column name ambiguous here.
+            " delivered = destination_day.delivered + excluded.delivered,"
+            " failed = destination_day.failed + excluded.failed,"
             " last_error = CASE WHEN excluded.last_error != '' THEN excluded.last_error"
-            " ELSE last_error END",
+            " ELSE destination_day.last_error END",
             (destination, day, int(delivered), int(not delivered), error[:1000]),
         )
         if delivered:
@@ -130,26 +132,29 @@ def record_outcome(
             )
 
 
-def _joined(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[object]:
+def _joined(conn: StateDb) -> contextlib.AbstractContextManager[object]:
     """The caller's open transaction, or a new one. The sender counts an acceptance in the
     transaction that records it (``store.accepted``) and suppresses a destination in the one
     that stores a batch of resolved reports: every commit waits for the disk."""
     return contextlib.nullcontext() if conn.in_transaction else transaction(conn)
 
 
-def suppress(conn: sqlite3.Connection, entry: Suppressed) -> None:
+def suppress(conn: StateDb, entry: Suppressed) -> None:
     """Record ``entry`` (in the caller's transaction when one is open); the days that led to it
     are dropped, so that once it is released the destination needs as many failed days again
     before it is suppressed again."""
     with _joined(conn):
         conn.execute(
-            f"INSERT OR REPLACE INTO suppressed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO suppressed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+            " ON CONFLICT (destination) DO UPDATE SET since = excluded.since,"
+            " until = excluded.until, reason = excluded.reason,"
+            " failed_days = excluded.failed_days",
             (entry.destination, entry.since, entry.until, entry.reason, entry.failed_days),
         )
         conn.execute("DELETE FROM destination_day WHERE destination = ?", (entry.destination,))
 
 
-def release(conn: sqlite3.Connection, destinations: list[str], now: float, retry_for: float) -> int:
+def release(conn: StateDb, destinations: list[str], now: float, retry_for: float) -> int:
     """Lift the suppression of ``destinations`` and make their suppressed deliveries of reports
     sent no longer than ``retry_for`` seconds ago due at ``now``; how many were revived."""
     revived = 0
@@ -181,7 +186,7 @@ def release(conn: sqlite3.Connection, destinations: list[str], now: float, retry
     return revived
 
 
-def expired(conn: sqlite3.Connection, now: float) -> list[str]:
+def expired(conn: StateDb, now: float) -> list[str]:
     """The destinations whose suppression ended by ``now``."""
     rows = conn.execute(
         "SELECT destination FROM suppressed WHERE until <= ? ORDER BY destination", (now,)
@@ -189,7 +194,7 @@ def expired(conn: sqlite3.Connection, now: float) -> list[str]:
     return [r[0] for r in rows]
 
 
-def suppressed_deliveries(conn: sqlite3.Connection, day: str) -> list[tuple[str, int, str]]:
+def suppressed_deliveries(conn: StateDb, day: str) -> list[tuple[str, int, str]]:
     """(destination, how many reports, the detail of one) of ``day``'s deliveries that were
     suppressed, by destination."""
     rows = conn.execute(

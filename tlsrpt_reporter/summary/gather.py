@@ -8,15 +8,14 @@ Read-only: a state database that does not exist is not created (nothing was buil
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 from tlsrpt_reporter import utc
 from tlsrpt_reporter.config.schema import ReporterConfig
 from tlsrpt_reporter.errors import StoreError
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.store import reports as state
+from tlsrpt_reporter.store import state_db, suppressed
 from tlsrpt_reporter.store import summary_queries as queries
-from tlsrpt_reporter.store import suppressed
 from tlsrpt_reporter.summary import compute
 from tlsrpt_reporter.summary.model import DayTraffic, Summary, fold_day
 
@@ -56,7 +55,7 @@ def read_traffic(
 def read_state(db: str, window: compute.Window, now: float) -> compute.StateFacts:
     """The state database's facts about ``window`` (empty when there is no database yet), and
     the destinations suppressed at ``now``."""
-    if not Path(db).exists():
+    if not state_db.exists(db):
         return compute.StateFacts()
     conn = state.connect(db)
     try:
