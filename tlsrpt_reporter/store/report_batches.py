@@ -33,6 +33,11 @@ _INSERT_SET_ASIDE = (
 # Report-ID index (the IDs are hashes), and fewer checkpoints copy each such page fewer times.
 # Measured at 100,000 reports: the store stage a third shorter.
 _DAY_CHECKPOINT_PAGES = 16384
+# ... and the page cache is 32 MiB instead of 2: a transaction of 5,000 reports (below) dirties
+# more pages than 2 MiB hold, and SQLite then writes them to the WAL before the commit too.
+# Measured, storing 100,000 reports alone: 6.9-8.0 s instead of 8.6-8.7 s (the whole build's
+# peak RSS stays under 400 MiB).
+_DAY_CACHE_KIB = 32 * 1024
 
 # A transaction holds several batches. Each commit writes every index page its reports touched
 # to the WAL (and syncs it), and the Report-IDs (hashes) and send times (random) touch pages all
@@ -120,15 +125,20 @@ class DayWriter:
 
 
 @contextlib.contextmanager
-def day_writes(conn: StateDb, day: str, now: float) -> Iterator[DayWriter]:
+def day_writes(
+    conn: StateDb, day: str, now: float, *, clock: Callable[[], float] = time.monotonic
+) -> Iterator[DayWriter]:
     """``with day_writes(conn, day, now) as writer:`` around storing a day's batches: fewer,
     larger checkpoints and commits; what was not committed is rolled back when the block
-    raises; the WAL file is truncated afterwards so that its disk space is given back."""
+    raises; the WAL file is truncated afterwards so that its disk space is given back.
+    ``clock`` times the commits' time bound (see :class:`DayWriter`)."""
     sqlite = dialect(conn) == "sqlite"  # PostgreSQL has no WAL to tune per connection
     if sqlite:
         (before,) = conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+        (cache,) = conn.execute("PRAGMA cache_size").fetchone()
         conn.execute(f"PRAGMA wal_autocheckpoint = {_DAY_CHECKPOINT_PAGES}")
-    writer = DayWriter(conn, day, now)
+        conn.execute(f"PRAGMA cache_size = -{_DAY_CACHE_KIB}")
+    writer = DayWriter(conn, day, now, clock=clock)
     try:
         yield writer
         writer.commit()
@@ -138,6 +148,7 @@ def day_writes(conn: StateDb, day: str, now: float) -> Iterator[DayWriter]:
     finally:
         if sqlite:
             conn.execute(f"PRAGMA wal_autocheckpoint = {int(before)}")
+            conn.execute(f"PRAGMA cache_size = {int(cache)}")
             # A reader may hold the WAL (status): then it is copied back at a later commit.
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
