@@ -154,3 +154,24 @@ def cli(*args: str | Path, config: Path) -> subprocess.CompletedProcess[str]:
     """``tlsrpt-reporter ARGS --config CONFIG`` in a process of its own."""
     cmd = [sys.executable, "-m", "tlsrpt_reporter.cli", *map(str, args), "--config", str(config)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def split_and_push(
+    fleet: Fleet, tmp: Path, day: str, sessions: list[tuple[bytes, float]], now: float
+) -> dict[str, list[Any]]:
+    """The fleet's usual test day: ``tmp/all.sqlite`` holds every session, as one collector
+    that saw everything would; host ``HOSTS[n]`` holds every len(HOSTS)-th session from the
+    n-th and pushes it as its own role at ``now``. Returns each host's push outcome."""
+    import asyncio
+
+    from tlsrpt_reporter.store import fleet_push
+
+    collect(tmp / "all.sqlite", day, sessions)
+    done: dict[str, list[Any]] = {}
+    for number, host in enumerate(HOSTS):
+        db = tmp / f"{host}.sqlite"
+        collect(db, day, sessions[number :: len(HOSTS)])
+        work = fleet_push.push(fleet.conninfo(push_role(host)), host, db, days=3,
+                               retention_days=14, now=now)  # fmt: skip
+        done[host] = list(asyncio.run(work))
+    return done

@@ -4,19 +4,17 @@ session gives. Real collector databases, a real cluster, the real command line."
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 from pathlib import Path
 from typing import Any
 
-from fleet_site import HOSTS, Fleet, collect, push_role, reporter_config
+from fleet_site import HOSTS, Fleet, reporter_config, split_and_push
 from fleet_site import cli as fleet_cli
 
 from tlsrpt_reporter.demo.samplegen import sessions
 from tlsrpt_reporter.report import sources
 from tlsrpt_reporter.schedule import timing
-from tlsrpt_reporter.store import fleet_push
 
 DAY = "2026-03-01"
 START = timing.day_end(DAY) - 86400
@@ -27,13 +25,6 @@ def _sessions() -> list[tuple[bytes, float]]:
     """A day's sessions of the sample generator's mix (every policy type, DANE MX hosts,
     failure details), each seen at its own time so the record seen last differs by host."""
     return [(raw, START + 60 + i * 7.0) for i, raw in enumerate(sessions(11, 40, 1500))]
-
-
-def _push(fleet: Fleet, host: str, db: Path) -> list[fleet_push.DayPush]:
-    """Push ``db`` as ``host``, an hour after DAY ended."""
-    role = push_role(host)
-    work = fleet_push.push(fleet.conninfo(role), host, db, days=3, retention_days=14, now=AFTER_DAY)
-    return asyncio.run(work)
 
 
 def _reports(directory: Path) -> list[dict[str, Any]]:
@@ -49,12 +40,8 @@ def _reports(directory: Path) -> list[dict[str, Any]]:
 def test_three_hosts_pushed_build_the_reports_of_one_collector_that_saw_everything(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    day = _sessions()
-    collect(tmp_path / "all.sqlite", DAY, day)
-    for number, host in enumerate(HOSTS):
-        db = tmp_path / f"{host}.sqlite"
-        collect(db, DAY, day[number :: len(HOSTS)])
-        done = _push(fleet, host, db)
+    pushed = split_and_push(fleet, tmp_path, DAY, _sessions(), AFTER_DAY)
+    for done in pushed.values():
         assert [(d.day, d.outcome, d.complete) for d in done if d.day == DAY] == [
             (DAY, "written", True)
         ]
@@ -79,12 +66,7 @@ def test_three_hosts_pushed_build_the_reports_of_one_collector_that_saw_everythi
 def test_the_fleet_source_reads_the_sums_and_the_record_seen_last_of_all_hosts(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    day = _sessions()
-    collect(tmp_path / "all.sqlite", DAY, day)
-    for number, host in enumerate(HOSTS):
-        db = tmp_path / f"{host}.sqlite"
-        collect(db, DAY, day[number :: len(HOSTS)])
-        _push(fleet, host, db)
+    split_and_push(fleet, tmp_path, DAY, _sessions(), AFTER_DAY)
     fleet_day = sources.read_day([fleet.url()], DAY)
     single = sources.read_day([str(tmp_path / "all.sqlite")], DAY)
     assert fleet_day.failed_sources == []

@@ -5,7 +5,6 @@ session's throwaway cluster, an aiosmtpd relay."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import gzip
 import json
@@ -15,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import trustme
-from fleet_site import HOSTS, Fleet, collect, push_role
+from fleet_site import HOSTS, Fleet, split_and_push
 from fleet_site import cli as fleet_cli
 from rigs.dnsserver import DnsServer
 from rigs.smtpserver import SmtpServer
 from support.site import SUBMITTER, dkim_key, loopback_delivery, session
 
 from tlsrpt_reporter.schedule import timing
-from tlsrpt_reporter.store import fleet_push
 
 DAY = "2026-03-01"
 START = timing.day_end(DAY) - 86400
@@ -86,14 +84,7 @@ def _key(report: dict[str, Any]) -> str:
 def test_a_fleet_and_two_reporters_send_what_one_collector_would_each_once(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    day = _sessions()
-    collect(tmp_path / "all.sqlite", DAY, day)
-    for number, host in enumerate(HOSTS):
-        db = tmp_path / f"{host}.sqlite"
-        collect(db, DAY, day[number :: len(HOSTS)])
-        work = fleet_push.push(fleet.conninfo(push_role(host)), host, db, days=3,
-                               retention_days=14, now=AFTER_DAY)  # fmt: skip
-        asyncio.run(work)
+    split_and_push(fleet, tmp_path, DAY, _sessions(), AFTER_DAY)
     with SmtpServer() as relay, DnsServer({}) as dns:
         config = _config(tmp_path, fleet, relay.port, dns.port)
         cmd = [sys.executable, "-m", "tlsrpt_reporter.cli", "send", "--now", "--config",
