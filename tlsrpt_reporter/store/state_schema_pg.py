@@ -2,8 +2,9 @@
 
 The schema is the one ``store.reports`` describes (its docstring explains every table and
 column) at the same version number: one number for both dialects, a script for each. SQLite's
-script and its migrations live in ``store.reports``; this is PostgreSQL's, created whole at the
-current version (PostgreSQL support started at version 7, so there is nothing older to migrate).
+script and its migrations live in ``store.state_schema_sqlite``; this is PostgreSQL's, created
+whole at the current version (PostgreSQL support started at version 7: nothing older to
+migrate).
 A test compares the two scripts' tables and columns.
 
 Differences that are not just type names: every text column compares byte by byte (``COLLATE
