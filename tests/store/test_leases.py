@@ -41,6 +41,16 @@ def shared_db(pg_cluster: Cluster) -> str:
     return pg_cluster.url(name, SUPERUSER)
 
 
+def _claim(conn: StateDb, report: int, dest: str, who: str, *, now: float, ttl: float) -> bool:
+    """Claim a delivery the way the sender does, with the record of its attempt's start
+    (store.leases.start_attempt), the attempt count as stored."""
+    (seen,) = conn.execute(
+        "SELECT attempts FROM delivery WHERE report = ? AND destination = ?", (report, dest)
+    ).fetchone()
+    return leases.start_attempt(conn, (report, dest), who, now=now, ttl=ttl, seen_attempts=seen,
+                                values={"next_attempt": now})  # fmt: skip
+
+
 def test_a_named_lease_is_held_by_one_until_it_expires(shared_db: str) -> None:
     conn = state.connect(shared_db)
     assert leases.claim_named(conn, "build:x", "a", NOW, ttl=60)
@@ -66,12 +76,12 @@ def test_a_report_and_a_delivery_are_claimed_by_one_reporter_at_a_time(shared_db
     assert not leases.claim_report(conn, report, "b", now=NOW + 62, ttl=60), "not pending"
 
     dest = "mailto:r@a.example"
-    assert leases.claim_delivery(conn, report, dest, "a", now=NOW, ttl=300)
-    assert not leases.claim_delivery(conn, report, dest, "b", now=NOW + 10, ttl=300)
+    assert _claim(conn, report, dest, "a", now=NOW, ttl=300)
+    assert not _claim(conn, report, dest, "b", now=NOW + 10, ttl=300)
     state.set_delivery(conn, report, dest, lease_holder="")  # as a failed attempt's record
-    assert leases.claim_delivery(conn, report, dest, "b", now=NOW + 11, ttl=300)
+    assert _claim(conn, report, dest, "b", now=NOW + 11, ttl=300)
     state.set_delivery(conn, report, dest, state="sent", accepted_at=NOW + 12)
-    assert not leases.claim_delivery(conn, report, dest, "a", now=NOW + 400, ttl=300), (
+    assert not _claim(conn, report, dest, "a", now=NOW + 400, ttl=300), (
         "a delivery accepted is never claimed again"
     )
 
@@ -88,9 +98,9 @@ def test_a_claim_skips_a_row_locked_by_another_reporter(shared_db: str) -> None:
     # Waiting for the lock would run into the 2 s statement timeout (a StoreError); a skip is
     # an immediate False.
     quick = pg_state.connect(state_location, statement_timeout=2.0)
-    assert not leases.claim_delivery(quick, report, "mailto:r@a.example", "b", now=NOW, ttl=60)
+    assert not _claim(quick, report, "mailto:r@a.example", "b", now=NOW, ttl=60)
     other.execute("ROLLBACK")
-    assert leases.claim_delivery(quick, report, "mailto:r@a.example", "b", now=NOW, ttl=60)
+    assert _claim(quick, report, "mailto:r@a.example", "b", now=NOW, ttl=60)
 
 
 def test_the_holder_names_this_process_and_stays_the_same() -> None:
@@ -131,8 +141,8 @@ def test_on_sqlite_every_claim_succeeds_and_writes_nothing(tmp_path: Path) -> No
         conn, "build:x", "b", NOW
     )
     assert leases.claim_report(conn, report, "b", now=NOW, ttl=60)
-    assert leases.claim_delivery(conn, report, dest, "a", now=NOW, ttl=60)
-    assert leases.claim_delivery(conn, report, dest, "b", now=NOW, ttl=60)
+    assert _claim(conn, report, dest, "a", now=NOW, ttl=60)
+    assert _claim(conn, report, dest, "b", now=NOW, ttl=60)
     assert leases.start_attempt(conn, (report, dest), "b", now=NOW, ttl=60, seen_attempts=5,
                                 values={"attempts": 1})  # fmt: skip
     assert conn.execute("SELECT count(*) FROM lease").fetchone() == (0,)

@@ -98,25 +98,6 @@ def claim_report(conn: StateDb, report: int, who: str, *, now: float, ttl: float
     return row is not None
 
 
-def claim_delivery(
-    conn: StateDb, report: int, destination: str, who: str, *, now: float, ttl: float
-) -> bool:
-    """Claim the delivery of ``report`` to ``destination`` for one attempt; False when
-    another reporter holds it or it is no longer waiting for an attempt."""
-    if not shared(conn):
-        return True
-    row = conn.execute(
-        "UPDATE delivery SET lease_holder = ?, lease_until = ?"
-        " WHERE (report, destination) IN ("
-        " SELECT report, destination FROM delivery WHERE report = ? AND destination = ?"
-        " AND state IN ('pending', 'failed-retrying')"
-        " AND (lease_holder = ? OR lease_holder = '' OR lease_until <= ?)"
-        " FOR UPDATE SKIP LOCKED) RETURNING report",
-        (who, now + ttl, report, destination, who, now),
-    ).fetchone()
-    return row is not None
-
-
 # What an attempt's start records besides the claim (the columns ``deliver.sender`` sets).
 _ATTEMPT_COLUMNS = frozenset({"attempts", "first_attempt", "next_attempt", "message_id", "date"})
 
